@@ -17,6 +17,8 @@ from typing import Any
 
 import msgpack
 
+from game_sdk.errors import SidecarError
+
 PROTOCOL_VERSION = "1.0"
 PROTOCOL_MAJOR = 1
 
@@ -46,7 +48,7 @@ ERROR_CODES = frozenset(
 )
 
 
-class ProtocolError(ValueError):
+class ProtocolError(SidecarError, ValueError):
     """A frame that cannot be accepted; ``code`` is the error code sent back to its sender."""
 
     def __init__(self, code: str, message: str, ref: str | None = None) -> None:
