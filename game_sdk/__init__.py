@@ -1,22 +1,27 @@
 """emotion-sidecar game SDK: live player emotions and intent analyses from ``emotiond``.
 
-Needs only pyzmq and msgpack. Start here::
+Needs only pyzmq and msgpack (never torch, OpenCV or an LLM client). Start here::
 
-    from game_sdk import EmotionClient, Analysis
+    from game_sdk import Analysis, EmotionClient
 
     client = EmotionClient(name="my-game")
-    handle = client.begin_intent("open the chest")
-    ...
-    client.end_intent(handle)
-    for event in client.poll():          # call once per frame; never blocks
+    with client.intent("open the chest"):   # the player's stated intent, begin ... end
+        ...                                 # play the event (keep calling poll() each frame)
+    for event in client.poll():             # once per frame; never blocks
         if isinstance(event, Analysis):
-            print(event.text)
+            print(event.text or event.reason)
 
-The wire format is in PROTOCOL.md; ``game_sdk.protocol`` is its implementation.
+The wire format is PROTOCOL.md; ``game_sdk.protocol`` is its implementation.
 """
 
 from game_sdk.client import SDK_VERSION, EmotionClient
-from game_sdk.errors import ClientClosedError, IntentError, SidecarError, TransportError
+from game_sdk.errors import (
+    ClientClosedError,
+    IntentError,
+    NotConnectedError,
+    SidecarError,
+    TransportError,
+)
 from game_sdk.protocol import (
     CLASSES,
     DEFAULT_CONTROL_ENDPOINT,
@@ -56,7 +61,9 @@ __all__ = [
     "Face",
     "IntentError",
     "IntentHandle",
+    "NotConnectedError",
     "ProtocolError",
     "SidecarError",
     "TransportError",
+    "__version__",
 ]

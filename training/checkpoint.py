@@ -29,7 +29,7 @@ def _versions() -> dict[str, str]:
         pkg = version("emotion-sidecar")
     except Exception:  # noqa: BLE001 - not installed (running from a checkout)
         pkg = "unknown"
-    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "emotion_sidecar": pkg}
+    return {"torch": str(torch.__version__), "torchvision": str(torchvision.__version__), "emotion_sidecar": str(pkg)}
 
 
 def _plain(value: Any) -> Any:
