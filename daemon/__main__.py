@@ -105,7 +105,7 @@ def status_command(argv: Sequence[str]) -> int:
             if reply["type"] == "error":
                 print(f"emotiond status: refused: {reply['body']['message']}", file=sys.stderr)
                 return EXIT_ERROR
-            print(json.dumps(reply["body"]["status"], indent=2, sort_keys=True, default=str))
+            print(json.dumps(reply["body"], indent=2, sort_keys=True, default=str))
             return EXIT_OK
         print(
             f"emotiond status: no daemon answered at {args.control} within {args.timeout:g} s. "

@@ -33,6 +33,9 @@ EXIT_LOCKED = 4
 EXIT_BIND = 5
 EXIT_LLM = 6
 
+# The camera's state (daemon.capture.ResilientSource) -> the daemon's status "state".
+CAMERA_TO_STATE = {"ok": "running", "opening": "starting", "ended": "running"}
+
 MODEL_HINT = (
     "Train one with `emotion-train --arch resnet50 --data DIR --out "
     "daemon/models/emotion_resnet50.pt` or pass --model"
@@ -203,16 +206,22 @@ class App:
         self.server.on_result(result)
 
     def _status_part(self) -> dict[str, Any]:
-        """Server thread: the pipeline's and the model's part of the status."""
+        """Server thread: the pipeline's and the model's part of the status body."""
         part: dict[str, Any] = {}
         pipeline = self.pipeline
         if pipeline is not None:
-            part.update(pipeline.status())
+            part.update(pipeline.stats())  # fps, frames, faces, errors, latency_ms, camera
+            camera = dict(part.get("camera") or {})
+            camera.setdefault("name", camera.get("source", self.config.source))
+            part["camera"] = camera
+            part["state"] = CAMERA_TO_STATE.get(camera.get("state", ""), "degraded")
         else:
-            part["camera"] = {"state": "starting", "source": self.config.source}
+            part["camera"] = {"state": "opening", "name": self.config.source}
+            part["state"] = "starting"
         if self.classifier is not None:
             part["model"] = self.classifier.describe()
-        part["timeline_frames"] = len(self.timeline) if self.timeline is not None else 0
+        if self.timeline is not None:
+            part["timeline_frames"] = len(self.timeline)
         return part
 
     def _should_stop(self) -> str | None:

@@ -322,7 +322,8 @@ class ResilientSource:
     ``opening``, ``failed``, ``frozen``, ``ended``:
 
     - cannot open / a read raises: ``failed``, the source is closed and reopened after a backoff
-      that doubles from ``backoff_initial`` to ``backoff_max``;
+      that doubles from ``backoff_initial`` to ``backoff_max`` (and starts again from
+      ``backoff_initial`` once the reopened source has delivered ``2 * frozen_after`` frames);
     - ``frozen_after`` identical frames in a row (a hung camera driver): ``frozen``, reopened
       with the same backoff; the identical frames are not delivered;
     - a bad single frame (:class:`BadFrameError`) is skipped and counted; ``max_bad_frames`` in a
@@ -358,6 +359,7 @@ class ResilientSource:
         self._frames = 0
         self._last_print: int | None = None
         self._same_in_row = 0
+        self._since_open = 0  # frames delivered since the last (re)open
 
     @classmethod
     def from_spec(cls, spec: str, *, camera_index: int = 0, fps: float | None = None,
@@ -462,9 +464,12 @@ class ResilientSource:
         if self.frozen_after and self._is_frozen(frame.image):
             self._fail("frozen", f"{self._same_in_row} identical frames in a row")
             return None
+        self._since_open += 1
         with self._lock:
             self._frames += 1
-            if self._state != "ok":
+            if self._since_open == 2 * (self.frozen_after or 15):
+                # Healthy for twice as long as it takes to call a stream frozen: the backoff
+                # restarts from its initial value at the next failure.
                 self._retries = 0
         if self._state != "ok":
             self._set("ok")
@@ -507,6 +512,7 @@ class ResilientSource:
             self._name = getattr(source, "name", self._name)
             self._kind = getattr(source, "kind", self._kind)
         self._same_in_row, self._last_print, self._bad_in_row = 0, None, 0
+        self._since_open = 0
 
     def _fail(self, state: str, error: str) -> None:
         self._close_source()
@@ -517,7 +523,7 @@ class ResilientSource:
         self._next_try = time.monotonic() + delay
         with self._lock:
             self._backoff = delay
-        self._set(state, f"{error}; retry {retries} in {delay:.1f} s")
+        self._set(state, f"{error}; retry {retries} in {delay:.2f} s")
 
     def _close_source(self) -> None:
         source, self._source = self._source, None

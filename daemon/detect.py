@@ -48,9 +48,13 @@ class FaceDetector:
                 f"face cascade not found at {path}: reinstall opencv-python-headless (>=4.8,<5), "
                 "which ships it under cv2.data.haarcascades"
             )
-        self._cascade = cv2.CascadeClassifier(str(path))
-        if self._cascade.empty():
-            raise DetectorError(f"cannot load the face cascade {path} (corrupt file?)")
+        try:
+            self._cascade = cv2.CascadeClassifier(str(path))
+            unusable = self._cascade.empty()
+        except (cv2.error, SystemError) as exc:  # OpenCV raises on a malformed XML
+            raise DetectorError(f"cannot load the face cascade {path}: {exc}") from exc
+        if unusable:
+            raise DetectorError(f"cannot load the face cascade {path} (empty or corrupt file)")
         if scale_factor <= 1.0:
             raise ValueError("scale_factor must be > 1")
         self.scale_factor = scale_factor

@@ -18,6 +18,13 @@ Sockets (all set up through ``game_sdk.protocol.configure_socket``):
 Analyses are pushed to their game and resent every ``analysis_resend`` seconds until the game
 sends ``analysis_ack``; a game that is not connected (``EHOSTUNREACH`` under ROUTER_MANDATORY) or
 not reading (``EAGAIN``) just leaves them pending.
+
+Duplicates (PROTOCOL.md, "Reliability"): the replies to requests that act (``intent_begin``,
+``intent_end``, ``analysis_ack``, ``bye``) are remembered per client by request id, so a resent
+request gets the same reply with ``duplicate: true`` and is not acted on again. ``hello``,
+``get_status`` and ``ping`` change nothing and are simply answered afresh. Refusals (``error``)
+are not remembered: the request was not acted on, so a resend after fixing the cause (the
+``unknown_intent`` recovery) is handled normally.
 """
 
 from __future__ import annotations
@@ -43,7 +50,10 @@ POLL_MS = 50
 HOUSEKEEPING_S = 0.25
 MAX_REQUESTS_PER_ROUND = 200
 RESULT_BACKLOG = 256  # frame results waiting for the server thread; older ones are dropped
-REPLY_CACHE_PER_CLIENT = 256
+REPLY_CACHE_PER_CLIENT = 1024  # PROTOCOL.md: at least the last 1024 ids per client ...
+REPLY_CACHE_TTL_S = 900.0  # ... for at least 10 minutes
+REPLY_CACHE_CLIENTS = 256
+IDEMPOTENT = frozenset({"hello", "get_status", "ping"})
 MAX_CLIENTS = 256
 MAX_PENDING_PER_CLIENT = 64
 MAX_INTENTS_WITHOUT_ANALYSIS = 1024
@@ -75,9 +85,7 @@ class _Client:
     connected_at: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.monotonic)
     requests: int = 0
-    replies: collections.OrderedDict[str, tuple[str, dict[str, Any]]] = field(
-        default_factory=collections.OrderedDict
-    )
+    said_hello: bool = False
 
 
 @dataclass
@@ -141,7 +149,7 @@ class Server:
         max_intent_age: float = 600.0,
         status_interval: float = 1.0,
         client_timeout: float = 120.0,
-        analysis_resend: float = 3.0,
+        analysis_resend: float = 2.0,
         context: zmq.Context | None = None,
     ) -> None:
         self.session = protocol.new_id()
@@ -178,6 +186,10 @@ class Server:
         self._control_seq = 0
         self._event_seq = {protocol.TOPIC_EMOTION: 0, protocol.TOPIC_STATUS: 0}
         self._clients: collections.OrderedDict[str, _Client] = collections.OrderedDict()
+        # client id -> request id -> (reply type, reply body, monotonic time); see module docstring
+        self._replies: collections.OrderedDict[
+            str, collections.OrderedDict[str, tuple[str, dict[str, Any], float]]
+        ] = collections.OrderedDict()
         self._pending: dict[str, collections.OrderedDict[str, _PendingAnalysis]] = {}
         self._intents: collections.OrderedDict[tuple[str, str], dict[str, Any]] = (
             collections.OrderedDict()
@@ -322,6 +334,7 @@ class Server:
                     if now >= next_housekeeping:
                         self._resend_analyses(now)
                         self._expire_clients(now)
+                        self._expire_replies(now)
                         next_housekeeping = now + HOUSEKEEPING_S
                 except zmq.ContextTerminated:
                     break
@@ -329,6 +342,10 @@ class Server:
                     self.counters["loop_errors"] += 1
                     log.exception("server loop error")
                     self._stop.wait(0.01)
+            try:
+                self._publish_status(state="stopping")  # best effort: games learn at once
+            except Exception:  # noqa: BLE001
+                log.debug("no final status", exc_info=True)
         finally:
             self._close_sockets()
 
@@ -374,71 +391,79 @@ class Server:
             if len(body["faces"]) > protocol.MAX_FACES:
                 body["faces"] = body["faces"][: protocol.MAX_FACES]  # largest first
             body["latency_ms"] = round(max(0.0, time.time() - result.t_capture) * 1000, 3)
+            body["stages_ms"] = {k: round(v, 3) for k, v in result.latency_ms.items()}
             if self._publish(protocol.TOPIC_EMOTION, "emotion", body):
                 self._latest = body
                 self._publish_ms.add((time.perf_counter() - handed_at) * 1000)
                 self._total_ms.add(body["latency_ms"])
 
-    def _publish_status(self) -> None:
+    def _publish_status(self, state: str | None = None) -> None:
         status = self.status()
-        if not self._publish(protocol.TOPIC_STATUS, "status", {"status": status}):
-            # An extra from a provider that does not fit the protocol must not silence the beat.
-            core = {k: status[k] for k in ("daemon", "session", "uptime_s", "clients")}
-            self._publish(protocol.TOPIC_STATUS, "status", {"status": core})
+        if state is not None:
+            status["state"] = state
+        if not self._publish(protocol.TOPIC_STATUS, "status", status):
+            # A provider's part that breaks the schema must not silence the liveness beat.
+            core = {k: status[k] for k in ("state", "uptime_s", "fps", "version", "clients")}
+            self._publish(protocol.TOPIC_STATUS, "status", core)
 
     def status(self) -> dict[str, Any]:
-        """The status body (PROTOCOL.md, "Status body"); called by the server thread."""
-        out: dict[str, Any] = {}
+        """The status body (PROTOCOL.md, "Status body"); called by the server thread.
+
+        The provider's ``latency_ms`` (per pipeline stage, each ``{p50, p99}``) becomes
+        ``stages_ms`` here, with ``publish`` (hand-off -> sent) added; ``latency_ms`` itself is
+        capture -> publish as the protocol defines it.
+        """
+        part: dict[str, Any] = {}
         if self.status_provider is not None:
             try:
-                out.update(self.status_provider())
+                part = dict(self.status_provider())
             except Exception:  # noqa: BLE001 - a failing part of the status must not stop the beat
                 log.exception("status provider failed")
-        latency = dict(out.get("latency_ms") or {})
-        for stage, window in (("publish", self._publish_ms), ("total", self._total_ms)):
-            pct = window.percentiles()
-            if pct is not None:
-                latency[stage] = pct
+        stages = dict(part.pop("latency_ms", None) or {})
+        publish = self._publish_ms.percentiles()
+        if publish is not None:
+            stages["publish"] = publish
         now = time.monotonic()
         listed = list(self._clients.values())[-STATUS_CLIENTS_LISTED:]
-        out.update(
-            {
-                "daemon": f"emotiond {__version__}",
-                "protocol": protocol.PROTOCOL_VERSION,
-                "session": self.session,
-                "pid": os.getpid(),
-                "started": self._started_wall,
-                "uptime_s": round(now - self._started, 3),
-                "latency_ms": latency,
-                "clients": {
-                    "count": len(self._clients),
-                    "connected": [
-                        {"id": c.client_id, "name": c.name, "idle_s": round(now - c.last_seen, 1)}
-                        for c in listed
-                    ],
-                },
-                "events": {
-                    "emotion": self.counters["published_emotion"],
-                    "status": self.counters["published_status"],
-                    "dropped": self.counters["events_dropped"] + self.counters["results_dropped"],
-                },
-                "intents": {
-                    "pending_analyses": sum(len(p) for p in self._pending.values()),
-                },
-                "llm": self._llm_status(),
-            }
-        )
-        out.setdefault("fps", 0.0)
+        out: dict[str, Any] = {
+            "state": "running",
+            "fps": 0.0,
+            **part,
+            "uptime_s": round(now - self._started, 3),
+            "version": __version__,
+            "protocol": protocol.PROTOCOL_VERSION,
+            "session": self.session,
+            "pid": os.getpid(),
+            "started": self._started_wall,
+            "clients": sum(1 for c in self._clients.values() if c.said_hello),
+            "client_list": [
+                {"id": c.client_id, "name": c.name, "idle_s": round(now - c.last_seen, 1)}
+                for c in listed
+            ],
+            "dropped_frames": self.counters["results_dropped"],
+            "latency_ms": self._total_ms.percentiles() or {},
+            "stages_ms": stages,
+            "events": {
+                "emotion": self.counters["published_emotion"],
+                "status": self.counters["published_status"],
+                "send_failed": self.counters["events_dropped"],
+            },
+            "pending_results": sum(len(p) for p in self._pending.values()),
+            "llm": self._llm_status(),
+        }
         return out
 
     def _llm_status(self) -> dict[str, Any]:
         if self.analysis is None:
             return {"backend": "none", "state": "disabled", "note": "no analysis service"}
         try:
-            return dict(self.analysis.status())
+            llm = dict(self.analysis.status())
         except Exception as exc:  # noqa: BLE001
             log.exception("analysis status failed")
-            return {"backend": None, "state": "error", "note": str(exc)[:200]}
+            return {"state": "error", "note": str(exc)[:200]}
+        if llm.get("backend") is None:
+            llm.pop("backend", None)  # still selecting one: the protocol's field is not nullable
+        return llm
 
     # ------------------------------------------------------------------ control
 
@@ -458,43 +483,60 @@ class Server:
             self._refuse(routing_id, "bad_frame", f"expected one frame, got {len(parts)}", None)
             return
         try:
-            msg = protocol.decode(parts[0])
-            if msg["type"] not in protocol.CLIENT_TYPES:
-                raise protocol.ProtocolError(
-                    "unknown_type", f"{msg['type']!r} is not a request a client may send", msg["id"]
-                )
-            if not msg.get("client"):
-                raise protocol.ProtocolError("invalid", "envelope is missing 'client'", msg["id"])
+            msg = protocol.decode(parts[0], allowed=protocol.CLIENT_TYPES)
         except protocol.ProtocolError as exc:
             self._refuse(routing_id, exc.code, exc.message, exc.ref)
             return
+        kind, request_id = msg["type"], msg["id"]
         client = self._touch(msg["client"], routing_id)
-        cached = client.replies.get(msg["id"])
+        cache = self._replies.get(client.client_id)
+        cached = cache.get(request_id) if cache is not None else None
         if cached is not None:
-            client.replies.move_to_end(msg["id"])
-            kind, body = cached
+            reply_kind, body, _ = cached
             self.counters["duplicates"] += 1
-            log.debug("duplicate %s %s from %s: answered again", msg["type"], msg["id"], client.name)
-            self._send(client, kind, {**body, "duplicate": True}, ref=msg["id"])
+            log.debug("duplicate %s %s from %s: answered again", kind, request_id, client.name)
+            self._send(client, reply_kind, {**body, "duplicate": True}, ref=request_id)
             return
         try:
-            kind, body = self._dispatch(msg, client)
+            reply_kind, body = self._dispatch(msg, client)
         except protocol.ProtocolError as exc:
-            kind, body = "error", protocol.error_body(exc.code, exc.message)
+            reply_kind, body = "error", protocol.error_body(exc.code, exc.message)
         except Exception as exc:  # noqa: BLE001 - answer, log, keep serving
-            log.exception("handling %s from %s failed", msg["type"], client.client_id)
-            kind, body = "error", protocol.error_body("internal", f"{type(exc).__name__}")
-        client.replies[msg["id"]] = (kind, body)
-        while len(client.replies) > REPLY_CACHE_PER_CLIENT:
-            client.replies.popitem(last=False)
-        self._send(client, kind, body, ref=msg["id"])
-        if msg["type"] == "hello":
+            log.exception("handling %s from %s failed", kind, client.client_id)
+            reply_kind, body = "error", protocol.error_body("internal", type(exc).__name__)
+        if reply_kind != "error" and kind not in IDEMPOTENT:
+            self._remember(client.client_id, request_id, reply_kind, body)
+        self._send(client, reply_kind, body, ref=request_id)
+        if kind == "hello":
             self._send_pending(client.client_id, force=True)
+
+    def _remember(self, client_id: str, request_id: str, kind: str, body: dict[str, Any]) -> None:
+        cache = self._replies.get(client_id)
+        if cache is None:
+            cache = self._replies[client_id] = collections.OrderedDict()
+            while len(self._replies) > REPLY_CACHE_CLIENTS:
+                self._replies.popitem(last=False)
+        else:
+            self._replies.move_to_end(client_id)
+        cache[request_id] = (kind, body, time.monotonic())
+        while len(cache) > REPLY_CACHE_PER_CLIENT:
+            cache.popitem(last=False)
+
+    def _expire_replies(self, now: float) -> None:
+        for client_id, cache in list(self._replies.items()):
+            while cache and now - next(iter(cache.values()))[2] > REPLY_CACHE_TTL_S:
+                cache.popitem(last=False)
+            if not cache:
+                del self._replies[client_id]
 
     def _refuse(self, routing_id: bytes, code: str, message: str, ref: str | None) -> None:
         self.counters["refused"] += 1
-        log.warning("refused a request (%s): %s", code, message)
-        self._send_to(routing_id, "error", protocol.error_body(code, message), ref=ref)
+        n = self.counters["refused"]
+        if n <= 10 or n % 100 == 0:  # a flood of garbage must not flood the log
+            log.warning("refused a request from %r (%s): %s [%d refused so far]",
+                        routing_id[:64], code, message, n)
+        body = protocol.error_body(code, message, fatal=code == "bad_version")
+        self._send_to(routing_id, "error", body, ref=ref)
 
     def _send(self, client: _Client, kind: str, body: dict[str, Any], *, ref: str | None) -> bool:
         return self._send_to(client.routing_id, kind, body, ref=ref)
@@ -562,7 +604,7 @@ class Server:
         if kind == "hello":
             return "welcome", self._hello(client, body)
         if kind == "get_status":
-            return "status", {"status": self.status()}
+            return "status", self.status()
         if kind == "ping":
             return "pong", {}
         if kind == "intent_begin":
@@ -573,7 +615,7 @@ class Server:
             return self._analysis_ack(client, body)
         if kind == "bye":
             self._clients.pop(client.client_id, None)
-            log.info("client %s (%s) said goodbye", client.name, client.client_id)
+            log.info("client left: %s (%s)", client.name, client.client_id)
             return "ack", {"of": "bye", "duplicate": False}
         raise protocol.ProtocolError("unknown_type", f"no handler for {kind!r}")
 
@@ -581,6 +623,7 @@ class Server:
         client.name = body["name"]
         client.sdk = body.get("sdk")
         client.connected_at = time.time()
+        client.said_hello = True
         log.info(
             "client connected: %s (%s, sdk %s, protocol %s)",
             client.name,
@@ -589,14 +632,12 @@ class Server:
             body.get("protocol") or "?",
         )
         self._load_undelivered(client.client_id)
-        status = self.status()
-        state = {k: status[k] for k in ("camera", "model", "llm", "fps", "uptime_s") if k in status}
         return {
-            "daemon": f"emotiond {__version__}",
+            "daemon": __version__,
             "protocol": protocol.PROTOCOL_VERSION,
             "session": self.session,
             "classes": list(protocol.CLASSES),
-            "state": state,
+            "state": self.status(),
             "latest": self._latest,
             "events": self.events_endpoint,
             "pending_results": len(self._pending.get(client.client_id, {})),
@@ -647,6 +688,13 @@ class Server:
                     client.name,
                     t - entry["t_begin"],
                 )
+        if outcome == "busy":
+            # The service has ended the intent and stored a summary-only result (reason "busy")
+            # instead of queueing it for the LLM: the end was acted on, so it is acknowledged,
+            # and that result goes out now like any other.
+            self._load_undelivered(client.client_id)
+            self._send_pending(client.client_id, force=False)
+            outcome = "queued"
         if outcome in ("queued", "duplicate"):
             return "ack", {
                 "of": "intent_end",
@@ -657,12 +705,6 @@ class Server:
             raise protocol.ProtocolError("unknown_intent", f"intent {intent_id} was never begun")
         if outcome == "invalid":
             raise protocol.ProtocolError("invalid", f"intent {intent_id} ends before it begins")
-        if outcome == "busy":
-            self._load_undelivered(client.client_id)  # its summary-only result is ready now
-            self._send_pending(client.client_id, force=False)
-            raise protocol.ProtocolError(
-                "busy", "analysis queue full: this intent gets its emotion summary only"
-            )
         raise protocol.ProtocolError("internal", f"analysis answered {outcome!r}")
 
     def _analysis_ack(self, client: _Client, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -672,10 +714,11 @@ class Server:
         if pending is not None and not pending:
             del self._pending[client.client_id]
         if self.analysis is not None:
-            self.analysis.acknowledge(client.client_id, intent_id)
+            removed = self.analysis.acknowledge(client.client_id, intent_id) or removed
         if removed:
             log.info("analysis of intent %s acknowledged by %s", intent_id, client.name)
-        return "ack", {"of": "analysis_ack", "intent_id": intent_id, "duplicate": False}
+        # Acknowledging an unknown or already forgotten analysis: "duplicate" (PROTOCOL.md).
+        return "ack", {"of": "analysis_ack", "intent_id": intent_id, "duplicate": not removed}
 
     # ------------------------------------------------------------------ analyses
 

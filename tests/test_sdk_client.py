@@ -158,6 +158,22 @@ class FakeDaemon:
                              session=self.session)
         self.xpub.send_multipart(p.encode_event(topic, msg))
 
+    def beat_until(self, client: EmotionClient, types: set[str],
+                   timeout: float = 5.0) -> tuple[bytes, list[dict[str, Any]]]:
+        """Publish status beats and poll the client until requests of all ``types`` arrived."""
+        self.wait_subscribed(p.TOPIC_STATUS)
+        got: list[dict[str, Any]] = []
+        identity = b""
+        deadline = time.monotonic() + timeout
+        while not types <= {m["type"] for m in got}:
+            assert time.monotonic() < deadline, f"got only {[m['type'] for m in got]}"
+            self.publish(p.TOPIC_STATUS, _status_body())
+            client.poll()
+            while self.router.poll(20):
+                identity, msg, _ = self.recv(0)
+                got.append(msg)
+        return identity, got
+
     def close(self) -> None:
         self.router.close(linger=0)
         self.xpub.close(linger=0)
@@ -316,17 +332,18 @@ def test_client_started_before_the_daemon_delivers_its_markers(ctx: zmq.Context)
             assert client.poll() == []
         late = FakeDaemon(ctx, *ports)
         try:
-            identity, hello, _ = late.recv(timeout=5.0)
-            assert hello["type"] == "hello"
-            late.welcome(identity, hello)
-            got = [hello] + late.recv_until(lambda m: m["type"] == "intent_end", client)
+            # A real daemon beats every second; the beats are what tell a client whose queued
+            # copies were lost (e.g. taken by a listener that then closed) to resend them.
+            identity, got = late.beat_until(client, {"hello", "intent_begin", "intent_end"})
             order = [m["type"] for m in got]
             assert order.index("hello") < order.index("intent_begin") < order.index("intent_end")
             begin = next(m for m in got if m["type"] == "intent_begin")
             assert begin["body"]["intent_id"] == handle.intent_id
             assert begin["body"]["t"] == handle.t_begin  # the game's time, not arrival time
-            for msg in got[1:]:
-                late.ack(identity, msg)
+            late.welcome(identity, got[order.index("hello")])
+            for msg in got:
+                if msg["type"] != "hello":
+                    late.ack(identity, msg)
             poll_until(client, lambda _: client.unacknowledged == 0)
         finally:
             late.close()
@@ -351,17 +368,7 @@ def test_daemon_restart_gets_hello_and_open_markers_again(ctx: zmq.Context) -> N
         second = FakeDaemon(ctx, *ports)
         try:
             assert second.session != first.session
-            second.wait_subscribed(p.TOPIC_STATUS)
-            got: list[dict[str, Any]] = []
-            ident2 = None
-            deadline = time.monotonic() + 5.0
-            while not {"hello", "intent_begin", "intent_end"} <= {m["type"] for m in got}:
-                assert time.monotonic() < deadline, f"got only {[m['type'] for m in got]}"
-                second.publish(p.TOPIC_STATUS, _status_body())  # the new session's beat
-                client.poll()
-                while second.router.poll(20):
-                    ident2, msg, _ = second.recv(0)
-                    got.append(msg)
+            ident2, got = second.beat_until(client, {"hello", "intent_begin", "intent_end"})
             assert ident2 == identity
             replayed = next(m for m in got if m["type"] == "intent_begin")
             assert replayed["id"] == begin["id"] and replayed["body"] == begin["body"]

@@ -423,7 +423,9 @@ class EmbeddedBackend:
         self.model = EMBEDDED_MODEL if model_path is None else Path(model_path).stem
         self.n_ctx = n_ctx
         self.max_tokens = max_tokens
-        self.n_threads = n_threads
+        self.n_threads = n_threads or max(
+            1, (os.cpu_count() or 2) // 2
+        )  # leave cores to the pipeline
         self.temperature = temperature
         self.repeat_penalty = repeat_penalty
         self._llm: Any = None
@@ -476,6 +478,9 @@ class EmbeddedBackend:
 
     def cancel(self) -> None:
         self._cancel.set()
+
+    def close(self) -> None:
+        self._llm = None  # llama.cpp frees the model when the object goes
 
     def analyze(
         self, prompt: str, schema: Mapping[str, Any], deadline: float, system: str | None = None

@@ -149,6 +149,10 @@ class AnalysisService:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 log.warning("analysis worker still busy %.1f s after stop; abandoning it", timeout)
+            elif selection is not None and selection.backend is not None:
+                close = getattr(selection.backend, "close", None)
+                if close is not None:
+                    close()
             self._thread = None
 
     # -- intake (server thread) -------------------------------------------------------------
@@ -295,7 +299,7 @@ class AnalysisService:
             self._state = {
                 "ollama_unreachable": "unreachable",
                 "model_missing": "model_missing",
-            }.get(failure.reason, "ready")
+            }.get(failure.reason, "error")
             log.warning("LLM warm-up failed (%s); analyses will still try it", failure)
             return
         self._state = "ready"
