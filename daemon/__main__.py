@@ -1,8 +1,8 @@
 """``emotiond`` / ``python -m daemon``: run the daemon, or ``emotiond status`` to query one.
 
-    emotiond --help                      every option, with its default and environment variable
-    emotiond --source sample --llm none  the bundled faces, summaries only
-    emotiond status                      a running daemon's status as JSON (exit 1: none answered)
+emotiond --help                      every option, with its default and environment variable
+emotiond --source sample --llm none  the bundled faces, summaries only
+emotiond status                      a running daemon's status as JSON (exit 1: none answered)
 """
 
 from __future__ import annotations

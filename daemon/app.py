@@ -88,7 +88,9 @@ class App:
         except AlreadyRunning as exc:
             raise StartupError(EXIT_LOCKED, str(exc)) from exc
         except OSError as exc:
-            raise StartupError(EXIT_ERROR, f"cannot create the lock file {cfg.lock_path}: {exc}")
+            raise StartupError(
+                EXIT_ERROR, f"cannot create the lock file {cfg.lock_path}: {exc}"
+            ) from exc
         self._stoppers.append(("lock", self.lock.release))
 
         self._load_model()
@@ -161,11 +163,14 @@ class App:
             self.analysis.start()
         except LLMFailure as exc:
             raise StartupError(
-                EXIT_LLM, f"--llm {cfg.llm} asked for, but it cannot serve: {exc}. "
-                "Use --llm auto to fall back to summaries only."
+                EXIT_LLM,
+                f"--llm {cfg.llm} asked for, but it cannot serve: {exc}. "
+                "Use --llm auto to fall back to summaries only.",
             ) from exc
         except OSError as exc:
-            raise StartupError(EXIT_ERROR, f"cannot use the state dir {cfg.state_dir}: {exc}") from exc
+            raise StartupError(
+                EXIT_ERROR, f"cannot use the state dir {cfg.state_dir}: {exc}"
+            ) from exc
         # Stopped after the server (listed before it): no intent arrives at a stopped service.
         at = next(i for i, (name, _) in enumerate(self._stoppers) if name == "server")
         self._stoppers.insert(at, ("analysis", lambda: self.analysis.stop(timeout=1.5)))

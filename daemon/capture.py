@@ -80,7 +80,8 @@ def as_bgr(image: Any) -> np.ndarray:
         raise BadFrameError(f"frame has an unusable shape {image.shape}")
     if max(image.shape[:2]) > MAX_FRAME_SIDE:
         raise BadFrameError(
-            f"frame {image.shape[1]}x{image.shape[0]} is larger than {MAX_FRAME_SIDE}")
+            f"frame {image.shape[1]}x{image.shape[0]} is larger than {MAX_FRAME_SIDE}"
+        )
     channels = 1 if image.ndim == 2 else image.shape[2]
     if channels not in (1, 3, 4):
         raise BadFrameError(f"frame has {channels} channels (expected 1, 3 or 4)")
@@ -183,8 +184,9 @@ class VideoFileSource:
 
     kind = "video"
 
-    def __init__(self, path: str | Path, *, fps: float | None = None, loop: bool = True,
-                 paced: bool = True) -> None:
+    def __init__(
+        self, path: str | Path, *, fps: float | None = None, loop: bool = True, paced: bool = True
+    ) -> None:
         self.path = Path(path)
         self.name = f"video:{self.path}"
         if not self.path.is_file():
@@ -228,8 +230,9 @@ class ImageFolderSource:
 
     kind = "images"
 
-    def __init__(self, folder: str | Path, *, fps: float | None = None, loop: bool = True,
-                 paced: bool = True) -> None:
+    def __init__(
+        self, folder: str | Path, *, fps: float | None = None, loop: bool = True, paced: bool = True
+    ) -> None:
         self.folder = Path(folder)
         self.name = f"images:{self.folder}"
         if not self.folder.is_dir():
@@ -257,8 +260,15 @@ class ImageFolderSource:
         pass
 
 
-def open_source(spec: str, *, camera_index: int = 0, fps: float | None = None, loop: bool = True,
-                paced: bool = True, probe_seconds: float = WEBCAM_PROBE_SECONDS) -> FrameSource:
+def open_source(
+    spec: str,
+    *,
+    camera_index: int = 0,
+    fps: float | None = None,
+    loop: bool = True,
+    paced: bool = True,
+    probe_seconds: float = WEBCAM_PROBE_SECONDS,
+) -> FrameSource:
     """Open the source named by ``spec`` (see the module docstring); raises :class:`CaptureError`.
 
     ``fps`` overrides a file's own rate (videos) or sets the rate (images, sample); ``paced=False``
@@ -275,21 +285,22 @@ def open_source(spec: str, *, camera_index: int = 0, fps: float | None = None, l
             return cam
         if cam is not None:
             cam.close()
-        log.warning("no webcam found, using the bundled sample source (camera index %d)",
-                    camera_index)
+        log.warning(
+            "no webcam found, using the bundled sample source (camera index %d)", camera_index
+        )
         return open_source("sample", fps=fps, loop=loop, paced=paced)
     if spec == "webcam" or spec.startswith("webcam:"):
-        index = camera_index if spec == "webcam" else _int_or_error(spec[len("webcam:"):], spec)
+        index = camera_index if spec == "webcam" else _int_or_error(spec[len("webcam:") :], spec)
         return WebcamSource(index)
     if spec == "sample" or spec.startswith("sample:"):
         from daemon.sample import SampleSource
 
-        faces = 1 if spec == "sample" else _int_or_error(spec[len("sample:"):], spec)
+        faces = 1 if spec == "sample" else _int_or_error(spec[len("sample:") :], spec)
         return SampleSource(fps=fps or 30.0, paced=paced, faces=faces)
     if spec.startswith("video:"):
-        return VideoFileSource(spec[len("video:"):], fps=fps, loop=loop, paced=paced)
+        return VideoFileSource(spec[len("video:") :], fps=fps, loop=loop, paced=paced)
     if spec.startswith("images:"):
-        return ImageFolderSource(spec[len("images:"):], fps=fps, loop=loop, paced=paced)
+        return ImageFolderSource(spec[len("images:") :], fps=fps, loop=loop, paced=paced)
     path = Path(spec).expanduser()
     if path.is_dir():
         return ImageFolderSource(path, fps=fps, loop=loop, paced=paced)
@@ -331,10 +342,18 @@ class ResilientSource:
     - end of stream: ``ended`` (final unless ``restart_on_end``, which reopens it).
     """
 
-    def __init__(self, opener: Callable[[], FrameSource], *, name: str, kind: str = "unknown",
-                 frozen_after: int | None = 90, backoff_initial: float = 0.5,
-                 backoff_max: float = 10.0, max_bad_frames: int = 30,
-                 restart_on_end: bool = False) -> None:
+    def __init__(
+        self,
+        opener: Callable[[], FrameSource],
+        *,
+        name: str,
+        kind: str = "unknown",
+        frozen_after: int | None = 90,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 10.0,
+        max_bad_frames: int = 30,
+        restart_on_end: bool = False,
+    ) -> None:
         self._opener = opener
         self._name = name
         self._kind = kind
@@ -362,8 +381,16 @@ class ResilientSource:
         self._since_open = 0  # frames delivered since the last (re)open
 
     @classmethod
-    def from_spec(cls, spec: str, *, camera_index: int = 0, fps: float | None = None,
-                  loop: bool = True, paced: bool = True, **kw: Any) -> ResilientSource:
+    def from_spec(
+        cls,
+        spec: str,
+        *,
+        camera_index: int = 0,
+        fps: float | None = None,
+        loop: bool = True,
+        paced: bool = True,
+        **kw: Any,
+    ) -> ResilientSource:
         """A resilient :func:`open_source`; image folders skip frozen detection by default."""
         kind = _kind_of(spec)
         if kind == "images":
@@ -371,8 +398,9 @@ class ResilientSource:
         resolved = [spec]
 
         def opener() -> FrameSource:
-            source = open_source(resolved[0], camera_index=camera_index, fps=fps, loop=loop,
-                                 paced=paced)
+            source = open_source(
+                resolved[0], camera_index=camera_index, fps=fps, loop=loop, paced=paced
+            )
             # "auto" decides once: a webcam that fails later is retried as that webcam, never
             # silently replaced by the sample faces (that would publish a stranger's emotions).
             resolved[0] = source.name

@@ -63,14 +63,17 @@ def _checked_meta(ckpt: Any, path: Path) -> dict[str, Any]:
         return ModelError(f"{path} is not a usable checkpoint: {what}. {TRAIN_HINT}")
 
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ModelError(f"{path} is not an emotion-sidecar checkpoint (no format tag "
-                         f"{FORMAT!r}). {TRAIN_HINT}")
+        raise ModelError(
+            f"{path} is not an emotion-sidecar checkpoint (no format tag {FORMAT!r}). {TRAIN_HINT}"
+        )
     version = ckpt.get("format_version")
     if not isinstance(version, int) or version < 1:
         raise bad(f"format_version {version!r}")
     if version > SUPPORTED_FORMAT_VERSION:
-        raise ModelError(f"{path} has checkpoint format {version}; this daemon reads up to "
-                         f"{SUPPORTED_FORMAT_VERSION}: update emotion-sidecar")
+        raise ModelError(
+            f"{path} has checkpoint format {version}; this daemon reads up to "
+            f"{SUPPORTED_FORMAT_VERSION}: update emotion-sidecar"
+        )
     if list(ckpt.get("classes") or []) != list(CLASSES):
         raise bad(f"classes {ckpt.get('classes')} are not {list(CLASSES)}")
     size, channels = ckpt.get("input_size"), ckpt.get("channels")
@@ -80,8 +83,11 @@ def _checked_meta(ckpt: Any, path: Path) -> dict[str, Any]:
         raise bad(f"channels {channels!r} (1 or 3)")
     for key in ("mean", "std"):
         values = ckpt.get(key)
-        if (not isinstance(values, list) or len(values) not in (1, channels)
-                or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)):
+        if (
+            not isinstance(values, list)
+            or len(values) not in (1, channels)
+            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+        ):
             raise bad(f"{key} {values!r}")
     if any(s <= 0 for s in ckpt["std"]):
         raise bad(f"std {ckpt['std']!r} must be positive")
@@ -101,8 +107,13 @@ def _checked_meta(ckpt: Any, path: Path) -> dict[str, Any]:
 class EmotionClassifier:
     """A loaded checkpoint: ``predict(gray, boxes)`` gives one probability row per box."""
 
-    def __init__(self, model: torch.nn.Module, meta: dict[str, Any], device: torch.device,
-                 path: Path | None = None) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        meta: dict[str, Any],
+        device: torch.device,
+        path: Path | None = None,
+    ) -> None:
         self.model = model.to(device).eval()
         self.meta = meta
         self.device = device
@@ -118,13 +129,20 @@ class EmotionClassifier:
         self._std = np.asarray(std * (self.channels // len(std)), np.float32).reshape(-1, 1, 1)
         # Equal means and stds (the usual replicated-gray case) let one channel be normalised
         # and copied, instead of normalising each channel.
-        self._same_norm = bool(np.all(self._mean == self._mean[0])
-                               and np.all(self._std == self._std[0]))
+        self._same_norm = bool(
+            np.all(self._mean == self._mean[0]) and np.all(self._std == self._std[0])
+        )
         self._buffer = np.empty((4, self.channels, self.input_size, self.input_size), np.float32)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path | None = None, device: str = "auto", *,
-                        threads: int | None = None, warmup: bool = True) -> EmotionClassifier:
+    def from_checkpoint(
+        cls,
+        path: str | Path | None = None,
+        device: str = "auto",
+        *,
+        threads: int | None = None,
+        warmup: bool = True,
+    ) -> EmotionClassifier:
         """Load and check a checkpoint; raises :class:`ModelError` saying what to do.
 
         Args:
@@ -140,20 +158,28 @@ class EmotionClassifier:
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - truncated, not a zip, pickled code, ...
-            raise ModelError(f"{path} is not a readable checkpoint ({type(exc).__name__}: "
-                             f"{str(exc)[:200]}). {TRAIN_HINT}") from exc
+            raise ModelError(
+                f"{path} is not a readable checkpoint ({type(exc).__name__}: "
+                f"{str(exc)[:200]}). {TRAIN_HINT}"
+            ) from exc
         meta = _checked_meta(ckpt, path)
         from training.models import build_model  # the single definition of each architecture
 
         try:
-            model = build_model(meta["arch"], num_classes=len(CLASSES),
-                                in_channels=int(meta["channels"]), **meta.get("arch_kwargs", {}))
-            state = {k: v.float() if v.is_floating_point() else v
-                     for k, v in ckpt["state_dict"].items()}
+            model = build_model(
+                meta["arch"],
+                num_classes=len(CLASSES),
+                in_channels=int(meta["channels"]),
+                **meta.get("arch_kwargs", {}),
+            )
+            state = {
+                k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()
+            }
             model.load_state_dict(state)
         except (TypeError, ValueError, RuntimeError) as exc:
-            raise ModelError(f"{path}: the weights do not fit architecture {meta['arch']!r}: "
-                             f"{str(exc)[:300]}") from exc
+            raise ModelError(
+                f"{path}: the weights do not fit architecture {meta['arch']!r}: {str(exc)[:300]}"
+            ) from exc
         dev = pick_device(device)
         if dev.type == "cpu":
             n = default_threads() if threads is None else threads
@@ -161,11 +187,20 @@ class EmotionClassifier:
                 torch.set_num_threads(n)
         clf = cls(model, meta, dev, path)
         if warmup:
-            clf.predict(np.zeros((clf.input_size, clf.input_size), np.uint8),
-                        [(0, 0, clf.input_size, clf.input_size)])
-        log.info("model %s: %s, input %dx%dx%d, val accuracy %s, on %s", path.name, clf.arch,
-                 clf.channels, clf.input_size, clf.input_size,
-                 (meta.get("metrics") or {}).get("val_accuracy"), dev)
+            clf.predict(
+                np.zeros((clf.input_size, clf.input_size), np.uint8),
+                [(0, 0, clf.input_size, clf.input_size)],
+            )
+        log.info(
+            "model %s: %s, input %dx%dx%d, val accuracy %s, on %s",
+            path.name,
+            clf.arch,
+            clf.channels,
+            clf.input_size,
+            clf.input_size,
+            (meta.get("metrics") or {}).get("val_accuracy"),
+            dev,
+        )
         return clf
 
     def describe(self) -> dict[str, Any]:

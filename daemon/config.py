@@ -129,12 +129,31 @@ HELP: dict[str, str] = {
 }
 
 _FIELD_TYPES: dict[str, type] = {
-    "source": str, "camera_index": int, "fps": float, "loop_video": bool, "model": Path,
-    "device": str, "threads": int, "smoothing": float, "min_face": int, "events": str,
-    "control": str, "allow_remote": bool, "timeline_seconds": float, "state_dir": Path,
-    "lock_path": Path, "llm": str, "llm_model": str, "prompt_template": str,
-    "llm_connect_timeout": float, "llm_request_timeout": float, "llm_retries": int,
-    "status_interval": float, "client_timeout": float, "log_level": str, "max_frames": int,
+    "source": str,
+    "camera_index": int,
+    "fps": float,
+    "loop_video": bool,
+    "model": Path,
+    "device": str,
+    "threads": int,
+    "smoothing": float,
+    "min_face": int,
+    "events": str,
+    "control": str,
+    "allow_remote": bool,
+    "timeline_seconds": float,
+    "state_dir": Path,
+    "lock_path": Path,
+    "llm": str,
+    "llm_model": str,
+    "prompt_template": str,
+    "llm_connect_timeout": float,
+    "llm_request_timeout": float,
+    "llm_retries": int,
+    "status_interval": float,
+    "client_timeout": float,
+    "log_level": str,
+    "max_frames": int,
     "once": bool,
 }
 _TRUE = {"1", "true", "yes", "on"}
@@ -194,10 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
         "usable model, 4 another instance is running, 5 cannot bind an endpoint, 6 the LLM "
         "asked for with --llm ollama/embedded cannot serve.",
     )
-    p.add_argument("--config", type=Path, metavar="PATH",
-                   help="TOML file whose keys are these options' names with underscores "
-                   "(default $EMOTIOND_CONFIG, else $XDG_CONFIG_HOME/emotion-sidecar/emotiond.toml "
-                   "when it exists)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="TOML file whose keys are these options' names with underscores "
+        "(default $EMOTIOND_CONFIG, else $XDG_CONFIG_HOME/emotion-sidecar/emotiond.toml "
+        "when it exists)",
+    )
     for f in fields(DaemonConfig):
         if f.name not in HELP:
             continue
@@ -214,8 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             metavar = f.name.upper() if _FIELD_TYPES[f.name] is not Path else "PATH"
             p.add_argument(flag, metavar=metavar, help=help_text)
-    p.add_argument("--prompt-file", type=Path, metavar="PATH",
-                   help="read the prompt template from this file")
+    p.add_argument(
+        "--prompt-file", type=Path, metavar="PATH", help="read the prompt template from this file"
+    )
     return p
 
 
@@ -292,6 +316,7 @@ def load_config(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Daemo
 
 def validate(config: DaemonConfig) -> None:
     """Raise ``ConfigError`` for the first value that cannot work."""
+
     def need(ok: bool, message: str) -> None:
         if not ok:
             raise ConfigError(message)
@@ -302,8 +327,10 @@ def validate(config: DaemonConfig) -> None:
     need(0 < config.smoothing <= 1, f"smoothing must be in (0, 1], not {config.smoothing}")
     need(config.min_face >= 16, f"min_face must be >= 16 pixels, not {config.min_face}")
     need(config.timeline_seconds >= 10, "timeline_seconds must be >= 10")
-    need(config.device in DEVICES or config.device.startswith("cuda:"),
-         f"device must be one of {', '.join(DEVICES)} (or cuda:N), not {config.device!r}")
+    need(
+        config.device in DEVICES or config.device.startswith("cuda:"),
+        f"device must be one of {', '.join(DEVICES)} (or cuda:N), not {config.device!r}",
+    )
     need(config.llm in LLM_MODES, f"llm must be one of {', '.join(LLM_MODES)}, not {config.llm!r}")
     need(bool(config.llm_model.strip()), "llm_model must not be empty")
     need(config.llm_connect_timeout > 0, "llm_connect_timeout must be > 0")
@@ -311,8 +338,10 @@ def validate(config: DaemonConfig) -> None:
     need(config.llm_retries >= 0, "llm_retries must be >= 0")
     need(config.status_interval > 0, "status_interval must be > 0")
     need(config.client_timeout > 0, "client_timeout must be > 0")
-    need(config.log_level.upper() in LOG_LEVELS,
-         f"log_level must be one of {', '.join(LOG_LEVELS)}, not {config.log_level!r}")
+    need(
+        config.log_level.upper() in LOG_LEVELS,
+        f"log_level must be one of {', '.join(LOG_LEVELS)}, not {config.log_level!r}",
+    )
     need(config.max_frames is None or config.max_frames > 0, "max_frames must be > 0")
     if config.prompt_template is not None:
         missing = [p for p in ("{intent}", "{emotions}") if p not in config.prompt_template]
@@ -330,7 +359,7 @@ def check_source(spec: str) -> None:
         return
     for prefix in ("webcam:", "sample:"):
         if spec.startswith(prefix):
-            if not spec[len(prefix):].isdigit():
+            if not spec[len(prefix) :].isdigit():
                 raise ConfigError(f"source {spec!r}: expected {prefix}N with N a number")
             return
     if spec.startswith("video:"):
@@ -352,7 +381,7 @@ def endpoint_host(endpoint: str) -> str | None:
     """The host part of a ``tcp://HOST:PORT`` endpoint (brackets stripped); None for other transports."""
     if not endpoint.startswith("tcp://"):
         return None
-    rest = endpoint[len("tcp://"):]
+    rest = endpoint[len("tcp://") :]
     host, sep, port = rest.rpartition(":")
     if not sep or not host or not (port == "*" or port.isdigit()):
         raise ConfigError(f"endpoint {endpoint!r}: expected tcp://HOST:PORT")

@@ -39,9 +39,16 @@ class FaceDetector:
         cascade_path: another cascade XML (default: OpenCV's frontal-face cascade).
     """
 
-    def __init__(self, *, scale_factor: float = 1.1, min_neighbors: int = 5, min_size: int = 60,
-                 max_width: int = 400, equalize: bool = False,
-                 cascade_path: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        scale_factor: float = 1.1,
+        min_neighbors: int = 5,
+        min_size: int = 60,
+        max_width: int = 400,
+        equalize: bool = False,
+        cascade_path: str | Path | None = None,
+    ) -> None:
         path = Path(cascade_path) if cascade_path else default_cascade_path()
         if not path.is_file():
             raise DetectorError(
@@ -71,13 +78,18 @@ class FaceDetector:
         small = gray
         if self.max_width and gray.shape[1] > self.max_width:
             scale = self.max_width / gray.shape[1]
-            small = cv2.resize(gray, (self.max_width, max(1, round(gray.shape[0] * scale))),
-                               interpolation=cv2.INTER_AREA)
+            small = cv2.resize(
+                gray,
+                (self.max_width, max(1, round(gray.shape[0] * scale))),
+                interpolation=cv2.INTER_AREA,
+            )
         if self.equalize:
             small = cv2.equalizeHist(small)
         min_side = max(20, int(self.min_size * scale))
         found = self._cascade.detectMultiScale(
-            small, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+            small,
+            scaleFactor=self.scale_factor,
+            minNeighbors=self.min_neighbors,
             minSize=(min_side, min_side),
         )
         h, w = gray.shape

@@ -66,16 +66,21 @@ class _RollingStats:
         with self._lock:
             lat = {s: np.fromiter(v, np.float64, len(v)) for s, v in self._lat.items() if v}
             done = list(self._done)
-            counts = {k: getattr(self, k) for k in ("frames", "faces", "errors", "bad_frames",
-                                                     "publish_errors")}
+            counts = {
+                k: getattr(self, k)
+                for k in ("frames", "faces", "errors", "bad_frames", "publish_errors")
+            }
         fps = 0.0
         if len(done) > 1 and done[-1] > done[0] and time.perf_counter() - done[-1] < 2.0:
             fps = (len(done) - 1) / (done[-1] - done[0])
         latency = {}
         for stage, values in lat.items():
             p50, p95, p99 = np.percentile(values, (50, 95, 99))
-            latency[stage] = {"p50": round(float(p50), 3), "p95": round(float(p95), 3),
-                              "p99": round(float(p99), 3)}
+            latency[stage] = {
+                "p50": round(float(p50), 3),
+                "p95": round(float(p95), 3),
+                "p99": round(float(p99), 3),
+            }
         return {"fps": round(fps, 2), **counts, "latency_ms": latency}
 
 
@@ -90,10 +95,19 @@ class Pipeline:
         window: frames the rolling fps and latency percentiles cover.
     """
 
-    def __init__(self, source: ResilientSource, detector: FaceDetector, tracker: FaceTracker,
-                 classifier: EmotionClassifier, timeline: Timeline,
-                 on_result: Callable[[FrameResult], None], max_fps: float | None = None, *,
-                 max_faces: int = 8, window: int = 300) -> None:
+    def __init__(
+        self,
+        source: ResilientSource,
+        detector: FaceDetector,
+        tracker: FaceTracker,
+        classifier: EmotionClassifier,
+        timeline: Timeline,
+        on_result: Callable[[FrameResult], None],
+        max_fps: float | None = None,
+        *,
+        max_faces: int = 8,
+        window: int = 300,
+    ) -> None:
         self.source = source
         self.detector = detector
         self.tracker = tracker
@@ -171,8 +185,9 @@ class Pipeline:
         log.exception("processing frame %d failed%s", index, more)
         self._last_error_log, self._suppressed = now, 0
 
-    def process(self, frame: Frame, *, capture_ms: float = 0.0,
-                arrived: float | None = None) -> FrameResult:
+    def process(
+        self, frame: Frame, *, capture_ms: float = 0.0, arrived: float | None = None
+    ) -> FrameResult:
         """Run one frame through detection, classification and tracking, store it and hand it
         off. Called by the pipeline thread (tests and benchmarks may call it directly)."""
         arrived = time.perf_counter() if arrived is None else arrived
@@ -190,8 +205,9 @@ class Pipeline:
         lat["track"] = (time.perf_counter() - t) * 1000
         self._seq += 1
         lat["total"] = (time.perf_counter() - arrived) * 1000
-        result = FrameResult(self._seq, frame.t_capture, image.shape[1], image.shape[0],
-                             tuple(faces), lat)
+        result = FrameResult(
+            self._seq, frame.t_capture, image.shape[1], image.shape[0], tuple(faces), lat
+        )
         self.timeline.append(result)
         t = time.perf_counter()
         try:

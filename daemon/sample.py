@@ -92,9 +92,16 @@ class SampleSource:
 
     kind = "sample"
 
-    def __init__(self, *, fps: float = 30.0, size: tuple[int, int] = (640, 480),
-                 script: Script = SAMPLE_SCRIPT, faces: int = 1, paced: bool = True,
-                 stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        fps: float = 30.0,
+        size: tuple[int, int] = (640, 480),
+        script: Script = SAMPLE_SCRIPT,
+        faces: int = 1,
+        paced: bool = True,
+        stop: threading.Event | None = None,
+    ) -> None:
         if faces < 1 or faces > 16:
             raise CaptureError(f"sample source supports 1 to 16 faces, not {faces}")
         if not script:

@@ -312,7 +312,9 @@ class Server:
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._pull, zmq.POLLIN)
         poller.register(self._xpub, zmq.POLLIN)
-        next_beat = time.monotonic()  # first status at once: subscribers wait for it to know they joined
+        next_beat = (
+            time.monotonic()
+        )  # first status at once: subscribers wait for it to know they joined
         next_housekeeping = time.monotonic() + HOUSEKEEPING_S
         try:
             while not self._stop.is_set():
@@ -533,8 +535,13 @@ class Server:
         self.counters["refused"] += 1
         n = self.counters["refused"]
         if n <= 10 or n % 100 == 0:  # a flood of garbage must not flood the log
-            log.warning("refused a request from %r (%s): %s [%d refused so far]",
-                        routing_id[:64], code, message, n)
+            log.warning(
+                "refused a request from %r (%s): %s [%d refused so far]",
+                routing_id[:64],
+                code,
+                message,
+                n,
+            )
         body = protocol.error_body(code, message, fatal=code == "bad_version")
         self._send_to(routing_id, "error", body, ref=ref)
 

@@ -56,8 +56,15 @@ class FaceTracker:
         max_missed: frames a track survives unmatched before its id is retired.
     """
 
-    def __init__(self, classes: Sequence[str], *, alpha: float = 0.35, min_iou: float = 0.2,
-                 max_centre_distance: float = 0.75, max_missed: int = 10) -> None:
+    def __init__(
+        self,
+        classes: Sequence[str],
+        *,
+        alpha: float = 0.35,
+        min_iou: float = 0.2,
+        max_centre_distance: float = 0.75,
+        max_missed: int = 10,
+    ) -> None:
         if not 0 < alpha <= 1:
             raise ValueError("smoothing alpha must be in (0, 1]")
         self.classes = tuple(classes)
@@ -96,8 +103,9 @@ class FaceTracker:
                 matched[bi] = self._tracks[ti]
         return matched
 
-    def update(self, boxes: Sequence[Box], probs: np.ndarray,
-               t: float | None = None) -> list[FaceResult]:
+    def update(
+        self, boxes: Sequence[Box], probs: np.ndarray, t: float | None = None
+    ) -> list[FaceResult]:
         """Match this frame's ``boxes`` (raw ``probs``: N x classes) to tracks; one result per box,
         in the order of ``boxes``. ``t`` is the frame's capture time (kept per track)."""
         probs = np.asarray(probs, dtype=np.float64).reshape(len(boxes), -1) if len(boxes) else probs
@@ -117,14 +125,16 @@ class FaceTracker:
                 track.probs = self.alpha * raw + (1.0 - self.alpha) * track.probs
             seen.add(track.id)
             top = int(np.argmax(track.probs))
-            results.append(FaceResult(
-                id=track.id,
-                box=box,
-                probs=tuple(float(p) for p in track.probs),
-                raw=tuple(float(p) for p in raw),
-                label=self.classes[top],
-                confidence=float(track.probs[top]),
-            ))
+            results.append(
+                FaceResult(
+                    id=track.id,
+                    box=box,
+                    probs=tuple(float(p) for p in track.probs),
+                    raw=tuple(float(p) for p in raw),
+                    label=self.classes[top],
+                    confidence=float(track.probs[top]),
+                )
+            )
         for track in self._tracks:
             if track.id not in seen:
                 track.missed += 1

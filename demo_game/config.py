@@ -41,35 +41,70 @@ def build_parser() -> argparse.ArgumentParser:
         description="A small dungeon game that shows emotion-sidecar at work: live emotions in "
         "the HUD, and an analysis of your face after each event.",
     )
-    p.add_argument("--no-daemon", action="store_true",
-                   help="connect to a running emotiond; never start one")
-    p.add_argument("--source", default=d.source,
-                   help="emotiond --source when the game starts it: auto, sample, webcam[:N] or "
-                   "a video path (default: %(default)s)")
+    p.add_argument(
+        "--no-daemon", action="store_true", help="connect to a running emotiond; never start one"
+    )
+    p.add_argument(
+        "--source",
+        default=d.source,
+        help="emotiond --source when the game starts it: auto, sample, webcam[:N] or "
+        "a video path (default: %(default)s)",
+    )
     p.add_argument("--events", default=d.events, help="events endpoint (default: %(default)s)")
     p.add_argument("--control", default=d.control, help="control endpoint (default: %(default)s)")
-    p.add_argument("--llm", default=d.llm, choices=["auto", "ollama", "embedded", "none"],
-                   help="emotiond --llm when the game starts it (default: %(default)s)")
-    p.add_argument("--daemon-args", default="", metavar="ARGS",
-                   help="more emotiond flags, one shell-quoted string (default: none)")
+    p.add_argument(
+        "--llm",
+        default=d.llm,
+        choices=["auto", "ollama", "embedded", "none"],
+        help="emotiond --llm when the game starts it (default: %(default)s)",
+    )
+    p.add_argument(
+        "--daemon-args",
+        default="",
+        metavar="ARGS",
+        help="more emotiond flags, one shell-quoted string (default: none)",
+    )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--windowed", dest="fullscreen", action="store_false",
-                      help="play in a window (the default)")
-    mode.add_argument("--fullscreen", dest="fullscreen", action="store_true",
-                      help="play full screen")
+    mode.add_argument(
+        "--windowed", dest="fullscreen", action="store_false", help="play in a window (the default)"
+    )
+    mode.add_argument(
+        "--fullscreen", dest="fullscreen", action="store_true", help="play full screen"
+    )
     p.set_defaults(fullscreen=d.fullscreen)
-    p.add_argument("--screenshot-dir", type=Path, metavar="DIR",
-                   help="F12 saves a PNG here (default: the current directory)")
-    p.add_argument("--script", type=Path, metavar="FILE",
-                   help="scripted input by frame number (see demo_game/script.py)")
-    p.add_argument("--max-seconds", type=float, metavar="S",
-                   help="quit after S seconds (default: play until you quit)")
+    p.add_argument(
+        "--screenshot-dir",
+        type=Path,
+        metavar="DIR",
+        help="F12 saves a PNG here (default: the current directory)",
+    )
+    p.add_argument(
+        "--script",
+        type=Path,
+        metavar="FILE",
+        help="scripted input by frame number (see demo_game/script.py)",
+    )
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        metavar="S",
+        help="quit after S seconds (default: play until you quit)",
+    )
     p.add_argument("--seed", type=int, help="random seed, for reproducible runs")
     consent = p.add_mutually_exclusive_group()
-    consent.add_argument("--accept-camera", dest="consent", action="store_true", default=None,
-                         help="answer the consent screen with yes (for kiosks and scripts)")
-    consent.add_argument("--decline-camera", dest="consent", action="store_false",
-                         help="answer the consent screen with no: play without the camera")
+    consent.add_argument(
+        "--accept-camera",
+        dest="consent",
+        action="store_true",
+        default=None,
+        help="answer the consent screen with yes (for kiosks and scripts)",
+    )
+    consent.add_argument(
+        "--decline-camera",
+        dest="consent",
+        action="store_false",
+        help="answer the consent screen with no: play without the camera",
+    )
     p.add_argument("--log-level", default="WARNING", help="(default: %(default)s)")
     return p
 

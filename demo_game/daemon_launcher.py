@@ -33,11 +33,24 @@ EXIT_MEANINGS = {
 }
 
 
-def daemon_command(source: str, events: str, control: str, llm: str,
-                   extra: Sequence[str] = ()) -> list[str]:
+def daemon_command(
+    source: str, events: str, control: str, llm: str, extra: Sequence[str] = ()
+) -> list[str]:
     """The command line that runs emotiond with the game's endpoints."""
-    return [sys.executable, "-m", "daemon", "--source", source, "--events", events,
-            "--control", control, "--llm", llm, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "daemon",
+        "--source",
+        source,
+        "--events",
+        events,
+        "--control",
+        control,
+        "--llm",
+        llm,
+        *extra,
+    ]
 
 
 def _child_env() -> dict[str, str]:

@@ -41,8 +41,15 @@ def wrap_text(content: str, font: pygame.font.Font, width: int) -> list[str]:
 class ScrollText:
     """Wrapped text in a fixed rectangle, scrolled by lines (wheel, arrows, page keys)."""
 
-    def __init__(self, content: str, width: int, *, size: int = 24,
-                 color: theme.Color = theme.TEXT, line_gap: int = 4) -> None:
+    def __init__(
+        self,
+        content: str,
+        width: int,
+        *,
+        size: int = 24,
+        color: theme.Color = theme.TEXT,
+        line_gap: int = 4,
+    ) -> None:
         self.font = theme.font(size)
         self.color = color
         self.line_height = self.font.get_linesize() + line_gap
@@ -61,7 +68,7 @@ class ScrollText:
     def draw(self, surface: pygame.Surface, rect: pygame.Rect) -> None:
         shown = self.visible_lines(rect.height)
         y = rect.top
-        for line in self.lines[self.offset:self.offset + shown]:
+        for line in self.lines[self.offset : self.offset + shown]:
             if line:
                 surface.blit(self.font.render(line, True, self.color), (rect.left, y))
             y += self.line_height

@@ -67,5 +67,6 @@ class TextBox:
         if self._blink < 0.55:
             caret_x = inner.left - shift + (image.get_width() if self.text else 0) + 2
             caret_x = min(caret_x, inner.right - 2)
-            pygame.draw.line(surface, theme.ACCENT, (caret_x, rect.top + 10),
-                             (caret_x, rect.bottom - 10), 2)
+            pygame.draw.line(
+                surface, theme.ACCENT, (caret_x, rect.top + 10), (caret_x, rect.bottom - 10), 2
+            )

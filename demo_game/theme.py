@@ -86,8 +86,14 @@ def mix(a: Color, b: Color, t: float) -> Color:
     )
 
 
-def panel(surface: pygame.Surface, rect: pygame.Rect, *, alpha: int = PANEL_ALPHA,
-          edge: Color = PANEL_EDGE, radius: int = 10) -> None:
+def panel(
+    surface: pygame.Surface,
+    rect: pygame.Rect,
+    *,
+    alpha: int = PANEL_ALPHA,
+    edge: Color = PANEL_EDGE,
+    radius: int = 10,
+) -> None:
     """A translucent rounded panel with a thin edge."""
     layer = pygame.Surface(rect.size, pygame.SRCALPHA)
     pygame.draw.rect(layer, (*PANEL, alpha), layer.get_rect(), border_radius=radius)
@@ -95,9 +101,17 @@ def panel(surface: pygame.Surface, rect: pygame.Rect, *, alpha: int = PANEL_ALPH
     surface.blit(layer, rect.topleft)
 
 
-def text(surface: pygame.Surface, content: str, pos: tuple[int, int], *, size: int = 24,
-         color: Color = TEXT, bold: bool = False, anchor: str = "topleft",
-         shadow: bool = False) -> pygame.Rect:
+def text(
+    surface: pygame.Surface,
+    content: str,
+    pos: tuple[int, int],
+    *,
+    size: int = 24,
+    color: Color = TEXT,
+    bold: bool = False,
+    anchor: str = "topleft",
+    shadow: bool = False,
+) -> pygame.Rect:
     """Draw one line of text; ``anchor`` is a ``pygame.Rect`` attribute name. Returns its rect."""
     f = font(size, bold)
     image = f.render(content, True, color)
@@ -117,14 +131,21 @@ def vertical_gradient(size: tuple[int, int], top: Color, bottom: Color) -> pygam
     return surf
 
 
-def key_hint(surface: pygame.Surface, key: str, label: str, pos: tuple[int, int],
-             size: int = 20) -> int:
+def key_hint(
+    surface: pygame.Surface, key: str, label: str, pos: tuple[int, int], size: int = 20
+) -> int:
     """Draw ``[KEY] label`` as a keycap and a caption; returns the x after it."""
     f = font(size, True)
     cap = f.render(key, True, BACKGROUND)
     cap_rect = pygame.Rect(pos[0], pos[1], cap.get_width() + 12, cap.get_height() + 6)
     pygame.draw.rect(surface, TEXT_DIM, cap_rect, border_radius=5)
     surface.blit(cap, cap.get_rect(center=cap_rect.center))
-    r = text(surface, label, (cap_rect.right + 6, cap_rect.centery), size=size,
-             color=TEXT_DIM, anchor="midleft")
+    r = text(
+        surface,
+        label,
+        (cap_rect.right + 6, cap_rect.centery),
+        size=size,
+        color=TEXT_DIM,
+        anchor="midleft",
+    )
     return r.right + 18

@@ -46,11 +46,35 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_faces: dict[s
             for i, face in enumerate(faces):
                 cv2.imwrite(str(folder / f"{i:02d}.png"), crop_detected(face))
     out = tmp_path_factory.mktemp("tiny-model") / "tiny.pt"
-    args: argparse.Namespace = get_args_parser().parse_args([
-        "--arch", "iter1_cnn3", "--data", str(root), "--out", str(out), "--run-dir", str(out.parent / "run"),
-        "--epochs", "150", "--batch-size", "24", "--lr", "3e-3", "--threads", "1", "--augment", "none", "--amp", "off",
-        "--scheduler", "cosine", "--no-progress", "--workers", "1",
-    ])
+    args: argparse.Namespace = get_args_parser().parse_args(
+        [
+            "--arch",
+            "iter1_cnn3",
+            "--data",
+            str(root),
+            "--out",
+            str(out),
+            "--run-dir",
+            str(out.parent / "run"),
+            "--epochs",
+            "150",
+            "--batch-size",
+            "24",
+            "--lr",
+            "3e-3",
+            "--threads",
+            "1",
+            "--augment",
+            "none",
+            "--amp",
+            "off",
+            "--scheduler",
+            "cosine",
+            "--no-progress",
+            "--workers",
+            "1",
+        ]
+    )
     best = main(args)
     assert best["val_accuracy"] >= 0.9, f"tiny model did not learn its faces: {best}"
     return out

@@ -22,7 +22,9 @@ FACE_SIDE = 200
 
 
 def fer_dir() -> Path:
-    return Path(os.environ.get("EMOTION_SIDECAR_FER_DIR", REPO.parent / "shared" / "data" / "fer2013"))
+    return Path(
+        os.environ.get("EMOTION_SIDECAR_FER_DIR", REPO.parent / "shared" / "data" / "fer2013")
+    )
 
 
 @lru_cache(maxsize=1)
@@ -30,8 +32,14 @@ def _cascade() -> cv2.CascadeClassifier:
     return cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
 
 
-def compose(faces: Sequence[np.ndarray], *, size: tuple[int, int] = FRAME_SIZE, side: int = FACE_SIDE,
-            offsets: Sequence[tuple[int, int]] | None = None, background: int = 96) -> np.ndarray:
+def compose(
+    faces: Sequence[np.ndarray],
+    *,
+    size: tuple[int, int] = FRAME_SIZE,
+    side: int = FACE_SIDE,
+    offsets: Sequence[tuple[int, int]] | None = None,
+    background: int = 96,
+) -> np.ndarray:
     """A BGR frame with each 48x48 gray face upscaled to ``side`` and pasted side by side."""
     w, h = size
     frame = np.full((h, w), background, np.uint8)
@@ -55,7 +63,9 @@ def detect(frame_bgr: np.ndarray) -> list[tuple[int, int, int, int]]:
 
 
 @lru_cache(maxsize=8)
-def detectable_faces(split: str = "train", per_class: int = 8, classes: tuple[str, ...] | None = None) -> dict[str, list[np.ndarray]]:
+def detectable_faces(
+    split: str = "train", per_class: int = 8, classes: tuple[str, ...] | None = None
+) -> dict[str, list[np.ndarray]]:
     """First ``per_class`` images of each class (sorted by name) that the cascade finds alone in a frame."""
     from training.models import CLASSES
 
@@ -81,8 +91,14 @@ class Segment:
     face_index: int = 0
 
 
-def write_video(path: Path, script: Sequence[Segment], faces: dict[str, list[np.ndarray]], *, fps: float = 15.0,
-                jitter: int = 3) -> Path:
+def write_video(
+    path: Path,
+    script: Sequence[Segment],
+    faces: dict[str, list[np.ndarray]],
+    *,
+    fps: float = 15.0,
+    jitter: int = 3,
+) -> Path:
     """Write an MJPG .avi playing ``script`` (one face, small deterministic drift) and return its path."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, FRAME_SIZE)
     if not writer.isOpened():

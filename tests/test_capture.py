@@ -158,8 +158,9 @@ def test_image_folder_source_sorted_looped_and_skips_undecodable(tmp_path: Path,
     assert once.read() is None
 
 
-@pytest.mark.parametrize("spec", ["nonsense-source", "video:/no/such/file.avi", "webcam:abc",
-                                  "images:/no/such/dir"])
+@pytest.mark.parametrize(
+    "spec", ["nonsense-source", "video:/no/such/file.avi", "webcam:abc", "images:/no/such/dir"]
+)
 def test_open_source_refuses_bad_specs(spec: str) -> None:
     with pytest.raises(CaptureError):
         open_source(spec)
@@ -196,8 +197,9 @@ def test_expression_at_follows_the_script_and_wraps() -> None:
 
 def test_sample_faces_are_bundled_for_every_class() -> None:
     faces = load_sample_faces()
-    assert sorted(faces) == sorted({"angry", "disgust", "fear", "happy", "neutral", "sad",
-                                    "surprise"})
+    assert sorted(faces) == sorted(
+        {"angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"}
+    )
     for images in faces.values():
         assert 3 <= len(images) <= 4
         assert all(im.shape == (48, 48) and im.dtype == np.uint8 for im in images)
@@ -207,8 +209,10 @@ def _nearest_bank_class(gray: np.ndarray, box, bank: dict[str, list[np.ndarray]]
     """The class of the bundled image closest to the pasted square ``box``, shrunk to 48x48."""
     x, y, w, h = box
     crop = cv2.resize(gray[y : y + h, x : x + w], (48, 48), interpolation=cv2.INTER_AREA)
-    scores = {label: min(float(np.abs(crop.astype(int) - im).mean()) for im in images)
-              for label, images in bank.items()}
+    scores = {
+        label: min(float(np.abs(crop.astype(int) - im).mean()) for im in images)
+        for label, images in bank.items()
+    }
     return min(scores, key=scores.__getitem__)
 
 
@@ -242,8 +246,12 @@ def test_sample_with_four_faces_places_them_apart() -> None:
         counts.append(len(boxes))
         for i, a in enumerate(boxes):  # no two detections overlap
             for b in boxes[i + 1 :]:
-                assert a[0] + a[2] <= b[0] or b[0] + b[2] <= a[0] or \
-                    a[1] + a[3] <= b[1] or b[1] + b[3] <= a[1]
+                assert (
+                    a[0] + a[2] <= b[0]
+                    or b[0] + b[2] <= a[0]
+                    or a[1] + a[3] <= b[1]
+                    or b[1] + b[3] <= a[1]
+                )
     assert sum(c == 4 for c in counts) >= 0.8 * len(counts)
 
 
@@ -259,8 +267,13 @@ def test_sample_paced_runs_in_real_time_and_the_face_moves() -> None:
 # -- the resilient wrapper ---------------------------------------------------------------------
 def test_resilient_missing_file_reports_failed_retries_and_closes_promptly(tmp_path: Path) -> None:
     missing = tmp_path / "nope.avi"
-    source = ResilientSource(lambda: VideoFileSource(missing), name=f"video:{missing}",
-                             kind="video", backoff_initial=0.02, backoff_max=0.08)
+    source = ResilientSource(
+        lambda: VideoFileSource(missing),
+        name=f"video:{missing}",
+        kind="video",
+        backoff_initial=0.02,
+        backoff_max=0.08,
+    )
     for _ in range(5):
         assert source.read() is None  # never raises
     state = source.state()
@@ -305,8 +318,14 @@ def test_resilient_video_that_ends(short_video: Path) -> None:
 
 
 def test_resilient_frozen_stream_is_detected_and_retried(frozen_video: Path) -> None:
-    source = ResilientSource.from_spec(f"video:{frozen_video}", loop=True, paced=False,
-                                       frozen_after=5, backoff_initial=0.01, backoff_max=0.02)
+    source = ResilientSource.from_spec(
+        f"video:{frozen_video}",
+        loop=True,
+        paced=False,
+        frozen_after=5,
+        backoff_initial=0.01,
+        backoff_max=0.02,
+    )
     delivered = read_all(source, limit=20)
     # MJPG decodes the very first frame a little differently; from then on 5 identical frames
     # are enough: the fifth is withheld.
@@ -346,11 +365,20 @@ class ScriptedSource:
 def test_resilient_skips_hostile_frames_and_retries_driver_errors(faces) -> None:
     good = compose([faces["happy"][0]])
     rgba = cv2.cvtColor(good, cv2.COLOR_BGR2BGRA)
-    items = [good, None, np.zeros((0, 0, 3), np.uint8), np.zeros((10, 10, 5), np.uint8), rgba,
-             good[:, :, 0], RuntimeError("VIDIOC_DQBUF: No such device"), good]
+    items = [
+        good,
+        None,
+        np.zeros((0, 0, 3), np.uint8),
+        np.zeros((10, 10, 5), np.uint8),
+        rgba,
+        good[:, :, 0],
+        RuntimeError("VIDIOC_DQBUF: No such device"),
+        good,
+    ]
     opened: list[int] = []
-    source = ResilientSource(lambda: ScriptedSource(items, opened), name="scripted",
-                             backoff_initial=0.01)
+    source = ResilientSource(
+        lambda: ScriptedSource(items, opened), name="scripted", backoff_initial=0.01
+    )
     got = [source.read() for _ in range(7)]
     assert [g is not None for g in got] == [True, False, False, False, True, True, False]
     assert all(g.image.shape == good.shape and g.image.dtype == np.uint8 for g in got if g)
@@ -369,8 +397,9 @@ def test_resilient_skips_hostile_frames_and_retries_driver_errors(faces) -> None
 
 def test_resilient_many_bad_frames_in_a_row_count_as_a_failure(faces) -> None:
     opened: list[int] = []
-    source = ResilientSource(lambda: ScriptedSource([None] * 10, opened), name="bad",
-                             max_bad_frames=4, backoff_initial=5)
+    source = ResilientSource(
+        lambda: ScriptedSource([None] * 10, opened), name="bad", max_bad_frames=4, backoff_initial=5
+    )
     for _ in range(4):
         assert source.read() is None
     state = source.state()

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import DEFAULT_MODEL, ConfigError, DaemonConfig, is_loopback_endpoint, load_config
+from daemon.config import (
+    DEFAULT_MODEL,
+    ConfigError,
+    DaemonConfig,
+    is_loopback_endpoint,
+    load_config,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,11 +60,19 @@ def test_precedence_defaults_toml_env_flags(env: dict[str, str], tmp_path: Path)
     only_toml = load_config([], env)
     assert only_toml.config_file == toml
     assert (only_toml.fps, only_toml.llm, only_toml.llm_model, only_toml.smoothing) == (
-        12.5, "none", "from-toml", 0.5)
+        12.5,
+        "none",
+        "from-toml",
+        0.5,
+    )
     assert only_toml.status_interval == 2.0 and only_toml.threads == DaemonConfig().threads
 
-    environ = {**env, "EMOTIOND_FPS": "20", "EMOTIOND_LLM_MODEL": "from-env",
-               "EMOTIOND_LOOP_VIDEO": "no"}
+    environ = {
+        **env,
+        "EMOTIOND_FPS": "20",
+        "EMOTIOND_LLM_MODEL": "from-env",
+        "EMOTIOND_LOOP_VIDEO": "no",
+    }
     with_env = load_config([], environ)
     assert (with_env.fps, with_env.llm_model, with_env.loop_video) == (20.0, "from-env", False)
     assert with_env.llm == "none" and with_env.smoothing == 0.5  # still from the file
@@ -73,7 +87,10 @@ def test_explicit_config_file_beats_the_xdg_one(env: dict[str, str], tmp_path: P
     via_env = write_toml(tmp_path / "env.toml", "[emotiond]\nfps = 2\n")
     via_flag = write_toml(tmp_path / "flag.toml", "fps = 3\n")
     assert load_config([], {**env, "EMOTIOND_CONFIG": str(via_env)}).fps == 2.0
-    assert load_config(["--config", str(via_flag)], {**env, "EMOTIOND_CONFIG": str(via_env)}).fps == 3.0
+    assert (
+        load_config(["--config", str(via_flag)], {**env, "EMOTIOND_CONFIG": str(via_env)}).fps
+        == 3.0
+    )
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(["--config", str(tmp_path / "missing.toml")], env)
 
@@ -107,8 +124,9 @@ def test_prompt_template_from_file_and_its_check(env: dict[str, str], tmp_path: 
         (["--control", "udp://127.0.0.1:5"], {}, "expected tcp://"),
     ],
 )
-def test_bad_values_are_refused_clearly(env: dict[str, str], argv: list[str],
-                                        extra_env: dict[str, str], match: str) -> None:
+def test_bad_values_are_refused_clearly(
+    env: dict[str, str], argv: list[str], extra_env: dict[str, str], match: str
+) -> None:
     with pytest.raises(ConfigError, match=match):
         load_config(argv, {**env, **extra_env})
 
@@ -124,8 +142,14 @@ def test_bad_toml_key_and_type(env: dict[str, str], tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "endpoint",
-    ["tcp://0.0.0.0:5680", "tcp://*:5680", "tcp://192.168.1.10:5680", "tcp://eth0:5680",
-     "tcp://example.com:5680", "tcp://[::]:5680"],
+    [
+        "tcp://0.0.0.0:5680",
+        "tcp://*:5680",
+        "tcp://192.168.1.10:5680",
+        "tcp://eth0:5680",
+        "tcp://example.com:5680",
+        "tcp://[::]:5680",
+    ],
 )
 def test_non_loopback_bind_refused_unless_allowed(env: dict[str, str], endpoint: str) -> None:
     assert not is_loopback_endpoint(endpoint)
@@ -138,8 +162,14 @@ def test_non_loopback_bind_refused_unless_allowed(env: dict[str, str], endpoint:
 
 @pytest.mark.parametrize(
     "endpoint",
-    ["tcp://127.0.0.1:5680", "tcp://127.0.0.2:1", "tcp://localhost:9", "tcp://[::1]:5680",
-     "tcp://127.0.0.1:*", "ipc:///tmp/emotiond-events"],
+    [
+        "tcp://127.0.0.1:5680",
+        "tcp://127.0.0.2:1",
+        "tcp://localhost:9",
+        "tcp://[::1]:5680",
+        "tcp://127.0.0.1:*",
+        "ipc:///tmp/emotiond-events",
+    ],
 )
 def test_loopback_endpoints_accepted(env: dict[str, str], endpoint: str) -> None:
     assert load_config(["--events", endpoint], env).events == endpoint
@@ -153,8 +183,14 @@ def test_summary_is_plain_and_hides_the_prompt(env: dict[str, str]) -> None:
 
 
 def _run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "daemon", *args], cwd=REPO, env={**env, "PYTHONPATH": str(REPO)},
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", *args],
+        cwd=REPO,
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_cli_bad_value_exits_2_and_help_documents_every_option(env: dict[str, str]) -> None:
@@ -164,16 +200,39 @@ def test_cli_bad_value_exits_2_and_help_documents_every_option(env: dict[str, st
 
     helped = _run_cli("--help", env=env)
     assert helped.returncode == 0
-    for flag in ("--source", "--model", "--events", "--control", "--allow-remote", "--llm",
-                 "--llm-model", "--state-dir", "--lock-path", "--max-frames", "--once",
-                 "EMOTIOND_FPS", "Exit codes"):
+    for flag in (
+        "--source",
+        "--model",
+        "--events",
+        "--control",
+        "--allow-remote",
+        "--llm",
+        "--llm-model",
+        "--state-dir",
+        "--lock-path",
+        "--max-frames",
+        "--once",
+        "EMOTIOND_FPS",
+        "Exit codes",
+    ):
         assert flag in helped.stdout
 
 
-def test_cli_missing_model_exits_3_with_the_training_command(env: dict[str, str], tmp_path: Path) -> None:
+def test_cli_missing_model_exits_3_with_the_training_command(
+    env: dict[str, str], tmp_path: Path
+) -> None:
     missing = tmp_path / "nothing.pt"
-    proc = _run_cli("--model", str(missing), "--lock-path", str(tmp_path / "lock"),
-                    "--state-dir", str(tmp_path / "state"), "--source", "sample", env=env)
+    proc = _run_cli(
+        "--model",
+        str(missing),
+        "--lock-path",
+        str(tmp_path / "lock"),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--source",
+        "sample",
+        env=env,
+    )
     assert proc.returncode == 3, proc.stderr
     assert f"No trained model at {missing}" in proc.stderr
     assert "emotion-train --arch resnet50" in proc.stderr

@@ -158,8 +158,9 @@ def test_ema_follows_its_formula_and_alpha_one_is_raw() -> None:
         FaceTracker(CLASSES, alpha=0.0)
 
 
-def test_smoothing_reduces_jitter_of_real_predictions(tiny_checkpoint: Path, detector,
-                                                      faces) -> None:
+def test_smoothing_reduces_jitter_of_real_predictions(
+    tiny_checkpoint: Path, detector, faces
+) -> None:
     """A face that moves a little while the expression flips frame to frame (a hard flicker case):
     the smoothed probabilities change less from frame to frame than the raw ones."""
     clf = EmotionClassifier.from_checkpoint(tiny_checkpoint, device="cpu")

@@ -26,8 +26,13 @@ time.sleep(60)
 
 
 def start_holder(path: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], cwd=REPO, stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "held"
     return proc
@@ -50,13 +55,32 @@ def test_second_daemon_exits_naming_the_holder_and_kill_9_frees_the_lock(tmp_pat
     path = tmp_path / "emotiond.lock"
     holder = start_holder(path)
     try:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "HOME": str(tmp_path),
-               "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "HOME": str(tmp_path),
+            "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+        }
         # The lock is taken before the model is loaded or a port bound: no model is needed here.
         second = subprocess.run(
-            [sys.executable, "-m", "daemon", "--lock-path", str(path), "--source", "sample",
-             "--state-dir", str(tmp_path / "state"), "--model", str(tmp_path / "none.pt")],
-            cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "daemon",
+                "--lock-path",
+                str(path),
+                "--source",
+                "sample",
+                "--state-dir",
+                str(tmp_path / "state"),
+                "--model",
+                str(tmp_path / "none.pt"),
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert second.returncode == 4, second.stderr
         assert f"already running (pid {holder.pid} holds {path})" in second.stderr

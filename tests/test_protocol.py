@@ -77,7 +77,9 @@ def _analysis_body() -> dict[str, Any]:
             "faces_seen": 1,
             "no_face_s": 0.4,
             "share": {"fear": 0.6, "neutral": 0.4},
-            "mean_probs": dict(zip(p.CLASSES, [0.02, 0.01, 0.5, 0.02, 0.4, 0.03, 0.02], strict=True)),
+            "mean_probs": dict(
+                zip(p.CLASSES, [0.02, 0.01, 0.5, 0.02, 0.4, 0.03, 0.02], strict=True)
+            ),
             "dominant": "fear",
             "peaks": [{"emotion": "fear", "t": 3.2, "p": 0.91}],
             "transitions": [{"t": 2.5, "from": "neutral", "to": "fear"}],
@@ -469,8 +471,14 @@ def test_encode_refuses_values_msgpack_cannot_carry() -> None:
 
 @pytest.mark.parametrize("role", sorted(p.SOCKET_ROLES))
 def test_configure_socket_sets_the_documented_options(role: str) -> None:
-    kinds = {"xpub": zmq.XPUB, "sub": zmq.SUB, "router": zmq.ROUTER, "dealer": zmq.DEALER,
-             "push": zmq.PUSH, "pull": zmq.PULL}
+    kinds = {
+        "xpub": zmq.XPUB,
+        "sub": zmq.SUB,
+        "router": zmq.ROUTER,
+        "dealer": zmq.DEALER,
+        "push": zmq.PUSH,
+        "pull": zmq.PULL,
+    }
     ctx = zmq.Context()
     sock = ctx.socket(kinds[role])
     try:

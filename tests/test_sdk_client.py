@@ -62,8 +62,9 @@ def free_ports(ctx: zmq.Context, n: int) -> list[int]:
 class FakeDaemon:
     """The daemon's two sockets, driven step by step by the test."""
 
-    def __init__(self, ctx: zmq.Context, control_port: int | None = None,
-                 events_port: int | None = None) -> None:
+    def __init__(
+        self, ctx: zmq.Context, control_port: int | None = None, events_port: int | None = None
+    ) -> None:
         self.session = p.new_id()
         self.seq = 0
         self.event_seq = {p.TOPIC_EMOTION: 0, p.TOPIC_STATUS: 0}
@@ -97,8 +98,9 @@ class FakeDaemon:
         self.frames.append(frame)
         return identity, p.decode(frame, allowed=p.CLIENT_TYPES), frame
 
-    def recv_until(self, want: Callable[[dict[str, Any]], bool], client: EmotionClient,
-                   timeout: float = 3.0) -> list[dict[str, Any]]:
+    def recv_until(
+        self, want: Callable[[dict[str, Any]], bool], client: EmotionClient, timeout: float = 3.0
+    ) -> list[dict[str, Any]]:
         """Requests received (polling the client meanwhile) until one satisfies ``want``."""
         got: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
@@ -121,8 +123,9 @@ class FakeDaemon:
                 got.append(self.recv(0)[1])
         return got
 
-    def send(self, identity: bytes, type_: str, body: dict[str, Any],
-             ref: str | None = None) -> dict[str, Any]:
+    def send(
+        self, identity: bytes, type_: str, body: dict[str, Any], ref: str | None = None
+    ) -> dict[str, Any]:
         self.seq += 1
         msg = p.make_message(type_, body, seq=self.seq, session=self.session, ref=ref)
         self.router.send_multipart([identity, p.encode(msg)])
@@ -130,10 +133,19 @@ class FakeDaemon:
 
     def welcome(self, identity: bytes, hello: dict[str, Any]) -> None:
         assert hello["type"] == "hello"
-        self.send(identity, "welcome", {
-            "daemon": "fake", "protocol": p.PROTOCOL_VERSION, "session": self.session,
-            "classes": list(p.CLASSES), "state": _status_body(), "latest": None,
-        }, ref=hello["id"])
+        self.send(
+            identity,
+            "welcome",
+            {
+                "daemon": "fake",
+                "protocol": p.PROTOCOL_VERSION,
+                "session": self.session,
+                "classes": list(p.CLASSES),
+                "state": _status_body(),
+                "latest": None,
+            },
+            ref=hello["id"],
+        )
 
     def ack(self, identity: bytes, request: dict[str, Any], duplicate: bool = False) -> None:
         body = {"of": request["type"], "duplicate": duplicate}
@@ -154,12 +166,14 @@ class FakeDaemon:
 
     def publish(self, topic: bytes, body: dict[str, Any], seq: int | None = None) -> None:
         self.event_seq[topic] = self.event_seq[topic] + 1 if seq is None else seq
-        msg = p.make_message(p.EVENT_TYPES[topic], body, seq=self.event_seq[topic],
-                             session=self.session)
+        msg = p.make_message(
+            p.EVENT_TYPES[topic], body, seq=self.event_seq[topic], session=self.session
+        )
         self.xpub.send_multipart(p.encode_event(topic, msg))
 
-    def beat_until(self, client: EmotionClient, types: set[str],
-                   timeout: float = 5.0) -> tuple[bytes, list[dict[str, Any]]]:
+    def beat_until(
+        self, client: EmotionClient, types: set[str], timeout: float = 5.0
+    ) -> tuple[bytes, list[dict[str, Any]]]:
         """Publish status beats and poll the client until requests of all ``types`` arrived."""
         self.wait_subscribed(p.TOPIC_STATUS)
         got: list[dict[str, Any]] = []
@@ -198,8 +212,9 @@ def make_client(ctx: zmq.Context, daemon: FakeDaemon, **kwargs: Any) -> EmotionC
     return EmotionClient(daemon.control, daemon.events, context=ctx, name="test-game", **kwargs)
 
 
-def poll_until(client: EmotionClient, cond: Callable[[list[Any]], bool],
-               timeout: float = 3.0) -> list[Any]:
+def poll_until(
+    client: EmotionClient, cond: Callable[[list[Any]], bool], timeout: float = 3.0
+) -> list[Any]:
     events: list[Any] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -220,8 +235,14 @@ def connect(client: EmotionClient, daemon: FakeDaemon) -> bytes:
 def _face(face_id: int, side: int, top: int) -> dict[str, Any]:
     probs = [0.04] * len(p.CLASSES)
     probs[top] = 1.0 - 0.04 * (len(p.CLASSES) - 1)
-    return {"id": face_id, "box": [10 * face_id, 20, side, side], "probs": probs,
-            "raw": probs[::-1], "label": p.CLASSES[top], "confidence": probs[top]}
+    return {
+        "id": face_id,
+        "box": [10 * face_id, 20, side, side],
+        "probs": probs,
+        "raw": probs[::-1],
+        "label": p.CLASSES[top],
+        "confidence": probs[top],
+    }
 
 
 # ---------------------------------------------------------------------------- connecting
@@ -279,8 +300,11 @@ def test_markers_are_resent_with_the_same_id_until_acked(
         handle = client.begin_intent("jump the gap")
         _, first, first_frame = daemon.recv()
         assert first["type"] == "intent_begin"
-        assert first["body"] == {"intent_id": handle.intent_id, "text": "jump the gap",
-                                 "t": handle.t_begin}
+        assert first["body"] == {
+            "intent_id": handle.intent_id,
+            "text": "jump the gap",
+            "t": handle.t_begin,
+        }
         # Not acknowledged: it comes again, byte for byte, while the daemon is live.
         again = daemon.recv_until(lambda m: m["type"] == "intent_begin", client)[-1]
         assert daemon.frames[-1] == first_frame and again["id"] == first["id"]
@@ -313,8 +337,10 @@ def test_busy_keeps_the_request_and_other_errors_surface(
         assert again["id"] == begin["id"]
         daemon.send(identity, "error", p.error_body("invalid", "bad text"), ref=again["id"])
         poll_until(client, lambda _: len(errors) == 2)
-        assert [(e.code, e.ref) for e in errors] == [("busy", begin["id"]),
-                                                    ("invalid", begin["id"])]
+        assert [(e.code, e.ref) for e in errors] == [
+            ("busy", begin["id"]),
+            ("invalid", begin["id"]),
+        ]
         assert client.unacknowledged == 0
         assert handle.intent_id == begin["body"]["intent_id"]
     finally:
@@ -381,7 +407,9 @@ def test_daemon_restart_gets_hello_and_open_markers_again(ctx: zmq.Context) -> N
             poll_until(client, lambda _: client.state is ConnectionState.CONNECTED)
             assert client.session == second.session
             assert [c.state for c in changes] == [
-                ConnectionState.CONNECTED, ConnectionState.DISCONNECTED, ConnectionState.CONNECTED
+                ConnectionState.CONNECTED,
+                ConnectionState.DISCONNECTED,
+                ConnectionState.CONNECTED,
             ]
             poll_until(client, lambda _: client.unacknowledged == 0)
         finally:
@@ -404,7 +432,8 @@ def test_unknown_intent_makes_the_client_send_the_begin_again(
         daemon.send(identity, "error", p.error_body("unknown_intent", "who?"), ref=end["id"])
         got = daemon.recv_until(lambda m: m["type"] == "intent_end", client)
         assert [(m["type"], m["id"]) for m in got] == [
-            ("intent_begin", begin["id"]), ("intent_end", end["id"])
+            ("intent_begin", begin["id"]),
+            ("intent_end", end["id"]),
         ]
         assert got[0]["body"]["t"] == handle.t_begin
         daemon.ack(identity, got[0])
@@ -426,20 +455,35 @@ def test_analysis_is_delivered_once_and_every_copy_acked(
     try:
         identity = connect(client, daemon)
         body = {
-            "intent_id": "i" * 32, "intent": "win the duel", "status": "summary_only",
+            "intent_id": "i" * 32,
+            "intent": "win the duel",
+            "status": "summary_only",
             "reason": "ollama_unreachable",
-            "summary": {"duration_s": 4.0, "frames": 120, "faces_seen": 1, "no_face_s": 0.0,
-                        "dominant": "angry", "share": {"angry": 1.0}},
-            "llm": {"backend": "ollama", "model": "llama3.2:3b", "text": None,
-                    "structured": None, "timings": {"queue_ms": 1.0, "total_ms": 5.0}},
-            "t_begin": 100.0, "t_end": 104.0,
+            "summary": {
+                "duration_s": 4.0,
+                "frames": 120,
+                "faces_seen": 1,
+                "no_face_s": 0.0,
+                "dominant": "angry",
+                "share": {"angry": 1.0},
+            },
+            "llm": {
+                "backend": "ollama",
+                "model": "llama3.2:3b",
+                "text": None,
+                "structured": None,
+                "timings": {"queue_ms": 1.0, "total_ms": 5.0},
+            },
+            "t_begin": 100.0,
+            "t_end": 104.0,
         }
         daemon.send(identity, "analysis", body)
         daemon.send(identity, "analysis", body)  # the daemon's resend
         acks = daemon.recv_until(lambda m: m["type"] == "analysis_ack", client)
         acks += daemon.recv_until(lambda m: m["type"] == "analysis_ack", client)
         assert [m["body"]["intent_id"] for m in acks if m["type"] == "analysis_ack"] == [
-            "i" * 32, "i" * 32
+            "i" * 32,
+            "i" * 32,
         ]
         daemon.quiet(client, 0.2)
         assert len(seen) == 1
@@ -465,8 +509,13 @@ def test_emotion_events_become_dataclasses_and_gaps_are_counted(
         sent = []
         for seq in (1, 2, 3, 6, 7):  # 4 and 5 never arrive
             faces = [_face(1, 80, seq % 7), _face(2, 120 + seq, (seq + 3) % 7)]
-            body = {"frame": seq * 2, "t_capture": 1000.0 + seq / 30, "size": [640, 480],
-                    "latency_ms": 20.0 + seq, "faces": faces}
+            body = {
+                "frame": seq * 2,
+                "t_capture": 1000.0 + seq / 30,
+                "size": [640, 480],
+                "latency_ms": 20.0 + seq,
+                "faces": faces,
+            }
             daemon.publish(p.TOPIC_EMOTION, body, seq=seq)
             sent.append(body)
         events = poll_until(client, lambda ev: len(received) == len(sent))
@@ -527,12 +576,17 @@ def test_poll_never_blocks(ctx: zmq.Context, daemon: FakeDaemon) -> None:
             client.poll()
             idle.append(time.perf_counter() - t0)
         idle.sort()
-        assert idle[len(idle) // 2] < 100e-6, f"idle poll median {idle[len(idle) // 2] * 1e6:.0f} us"
+        assert idle[len(idle) // 2] < 100e-6, (
+            f"idle poll median {idle[len(idle) // 2] * 1e6:.0f} us"
+        )
         assert idle[-1] < 0.05
         # With traffic: a burst of 100 events is drained in one call, without waiting.
         for seq in range(1, 101):
-            daemon.publish(p.TOPIC_EMOTION, {"frame": seq, "t_capture": 1.0, "size": [64, 48],
-                                             "faces": [_face(1, 30, 3)]}, seq=seq)
+            daemon.publish(
+                p.TOPIC_EMOTION,
+                {"frame": seq, "t_capture": 1.0, "size": [64, 48], "faces": [_face(1, 30, 3)]},
+                seq=seq,
+            )
         poll_until(client, lambda ev: len(ev) > 0)
         t0 = time.perf_counter()
         client.poll()

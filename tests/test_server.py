@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,10 +41,19 @@ def frame_result(seq: int, n_faces: int = 1, t: float | None = None) -> FrameRes
         z = sum(math.exp(v) for v in logits)
         probs = tuple(math.exp(v) / z for v in logits)
         best = max(range(len(probs)), key=probs.__getitem__)
-        faces.append(FaceResult(i + 1, (10 + 60 * i, 20, 50, 50), probs, probs,
-                                protocol.CLASSES[best], probs[best]))
-    return FrameResult(seq, time.time() if t is None else t, 640, 480, tuple(faces),
-                       {"capture": 0.5, "detect": 3.0, "classify": 2.0, "track": 0.1})
+        faces.append(
+            FaceResult(
+                i + 1, (10 + 60 * i, 20, 50, 50), probs, probs, protocol.CLASSES[best], probs[best]
+            )
+        )
+    return FrameResult(
+        seq,
+        time.time() if t is None else t,
+        640,
+        480,
+        tuple(faces),
+        {"capture": 0.5, "detect": 3.0, "classify": 2.0, "track": 0.1},
+    )
 
 
 class RawClient:
@@ -91,7 +99,9 @@ class RawClient:
         self.sock.close(linger=0)
 
 
-def subscriber(ctx: zmq.Context, endpoint: str, *topics: bytes, rcvhwm: int | None = None) -> zmq.Socket:
+def subscriber(
+    ctx: zmq.Context, endpoint: str, *topics: bytes, rcvhwm: int | None = None
+) -> zmq.Socket:
     sock = ctx.socket(zmq.SUB)
     protocol.configure_socket(sock, "sub")
     if rcvhwm is not None:
@@ -158,7 +168,9 @@ def client(ctx: zmq.Context, server: Server) -> Iterator[RawClient]:
 # ---------------------------------------------------------------------------------- control
 
 
-def test_hello_gets_welcome_with_snapshot(ctx: zmq.Context, server: Server, client: RawClient) -> None:
+def test_hello_gets_welcome_with_snapshot(
+    ctx: zmq.Context, server: Server, client: RawClient
+) -> None:
     reply = client.request("hello", {"name": "test-game", "sdk": "raw", "protocol": "1.0"})
     assert reply["type"] == "welcome" and reply["session"] == server.session
     body = reply["body"]
@@ -214,7 +226,9 @@ def test_emotion_and_status_events(ctx: zmq.Context, server: Server) -> None:
     beat = next_event(sub, protocol.TOPIC_STATUS)
     status = beat["body"]
     assert status["events"]["emotion"] == 20
-    assert 0 <= status["latency_ms"]["p50"] <= status["latency_ms"]["p99"] < 1000  # capture->publish
+    assert (
+        0 <= status["latency_ms"]["p50"] <= status["latency_ms"]["p99"] < 1000
+    )  # capture->publish
     assert 0 <= status["stages_ms"]["publish"]["p50"] <= status["stages_ms"]["publish"]["p99"]
     beat2 = next_event(sub, protocol.TOPIC_STATUS)
     assert beat2["seq"] == beat["seq"] + 1
@@ -239,7 +253,9 @@ def test_intent_markers_are_acked_and_checked(server: Server, client: RawClient)
     assert backwards["type"] == "error" and backwards["body"]["code"] == "invalid"
 
 
-def test_resent_request_is_answered_again_and_not_acted_on_twice(server: Server, client: RawClient) -> None:
+def test_resent_request_is_answered_again_and_not_acted_on_twice(
+    server: Server, client: RawClient
+) -> None:
     msg = client.message("intent_begin", {"intent_id": "dup", "text": "duck", "t": time.time()})
     client.send(msg)
     first = client.reply_to(msg["id"])
@@ -275,22 +291,48 @@ HOSTILE = {
     "garbage": (lambda cid: [os.urandom(64) + b"\xc1"], "bad_frame"),
     "empty": (lambda cid: [b""], "bad_frame"),
     "not_a_map": (lambda cid: [msgpack.packb([1, 2, 3])], "bad_frame"),
-    "oversized": (lambda cid: [msgpack.packb({**_envelope(cid), "pad": "x" * 100_000})], "too_large"),
-    "wrong_types": (lambda cid: [msgpack.packb(_envelope(cid, type="intent_begin",
-                                 body={"intent_id": "a", "text": "b", "t": "yesterday"}))], "invalid"),
-    "missing_body": (lambda cid: [msgpack.packb({k: v for k, v in _envelope(cid).items() if k != "body"})],
-                     "invalid"),
-    "unknown_type": (lambda cid: [msgpack.packb(_envelope(cid, type="launch_missiles"))], "unknown_type"),
-    "daemon_type": (lambda cid: [msgpack.packb(_envelope(cid, type="pong", session="s", ref="r"))],
-                    "unknown_type"),
+    "oversized": (
+        lambda cid: [msgpack.packb({**_envelope(cid), "pad": "x" * 100_000})],
+        "too_large",
+    ),
+    "wrong_types": (
+        lambda cid: [
+            msgpack.packb(
+                _envelope(
+                    cid, type="intent_begin", body={"intent_id": "a", "text": "b", "t": "yesterday"}
+                )
+            )
+        ],
+        "invalid",
+    ),
+    "missing_body": (
+        lambda cid: [msgpack.packb({k: v for k, v in _envelope(cid).items() if k != "body"})],
+        "invalid",
+    ),
+    "unknown_type": (
+        lambda cid: [msgpack.packb(_envelope(cid, type="launch_missiles"))],
+        "unknown_type",
+    ),
+    "daemon_type": (
+        lambda cid: [msgpack.packb(_envelope(cid, type="pong", session="s", ref="r"))],
+        "unknown_type",
+    ),
     "bad_version": (lambda cid: [msgpack.packb(_envelope(cid, v=2))], "bad_version"),
-    "no_client": (lambda cid: [msgpack.packb({k: v for k, v in _envelope(cid).items() if k != "client"})],
-                  "invalid"),
+    "no_client": (
+        lambda cid: [msgpack.packb({k: v for k, v in _envelope(cid).items() if k != "client"})],
+        "invalid",
+    ),
     "nested_bomb": (lambda cid: [msgpack.packb(_envelope(cid, body=_nested(50)))], "invalid"),
     "deep_array_bomb": (lambda cid: [b"\x91" * 60_000 + b"\xc0"], "bad_frame"),
     "multipart": (lambda cid: [protocol.encode(_envelope(cid)), b"second frame"], "bad_frame"),
-    "nan_time": (lambda cid: [msgpack.packb(_envelope(cid, type="intent_end",
-                              body={"intent_id": "a", "t": float("nan")}))], "invalid"),
+    "nan_time": (
+        lambda cid: [
+            msgpack.packb(
+                _envelope(cid, type="intent_end", body={"intent_id": "a", "t": float("nan")})
+            )
+        ],
+        "invalid",
+    ),
 }
 
 
@@ -307,7 +349,9 @@ def test_hostile_input_gets_an_error_and_others_keep_being_served(
         error = client.recv()
         assert error["type"] == "error", error
         assert error["body"]["code"] == code, error["body"]
-        assert error["body"]["fatal"] is (code == "bad_version") and error["session"] == server.session
+        assert (
+            error["body"]["fatal"] is (code == "bad_version") and error["session"] == server.session
+        )
         # The well-behaved client is still served, and so is the offender's next good request.
         assert good.request("ping")["type"] == "pong"
         assert client.request("ping")["type"] == "pong"
@@ -329,8 +373,16 @@ def test_refused_request_with_readable_id_is_referenced(client: RawClient) -> No
 def _analysis_body(intent_id: str) -> dict[str, Any]:
     now = time.time()
     summary = {"duration_s": 2.0, "frames": 0, "faces_seen": 0, "no_face_s": 2.0}
-    return {"intent_id": intent_id, "intent": "open the chest", "status": "failed",
-            "reason": "no_frames", "summary": summary, "llm": None, "t_begin": now - 2, "t_end": now}
+    return {
+        "intent_id": intent_id,
+        "intent": "open the chest",
+        "status": "failed",
+        "reason": "no_frames",
+        "summary": summary,
+        "llm": None,
+        "t_begin": now - 2,
+        "t_end": now,
+    }
 
 
 def test_analysis_resent_until_acknowledged(server: Server, client: RawClient) -> None:
@@ -348,7 +400,9 @@ def test_analysis_resent_until_acknowledged(server: Server, client: RawClient) -
     assert again["body"]["duplicate"] is True
 
 
-def test_analysis_for_an_absent_client_waits_for_its_hello(ctx: zmq.Context, server: Server) -> None:
+def test_analysis_for_an_absent_client_waits_for_its_hello(
+    ctx: zmq.Context, server: Server
+) -> None:
     server.deliver("late-game", _analysis_body("a2"))  # EHOSTUNREACH: nobody with that id yet
     wait_until(lambda: server.pending_analyses("late-game") == 1)
     time.sleep(0.4)  # resend attempts while the client is absent: each one EHOSTUNREACH
@@ -365,14 +419,21 @@ def test_analysis_for_an_absent_client_waits_for_its_hello(ctx: zmq.Context, ser
         late.close()
 
 
-def test_real_analysis_service_delivers_exactly_once_per_intent(ctx: zmq.Context, tmp_path: Path) -> None:
+def test_real_analysis_service_delivers_exactly_once_per_intent(
+    ctx: zmq.Context, tmp_path: Path
+) -> None:
     from daemon.analysis.service import AnalysisService
 
     timeline = Timeline(max_seconds=60)
-    server = Server(events="tcp://127.0.0.1:*", control="tcp://127.0.0.1:*", status_interval=0.2,
-                    analysis_resend=0.3)
-    analysis = AnalysisService(timeline=timeline, state_dir=tmp_path / "state", deliver=server.deliver,
-                               backend_mode="none")
+    server = Server(
+        events="tcp://127.0.0.1:*",
+        control="tcp://127.0.0.1:*",
+        status_interval=0.2,
+        analysis_resend=0.3,
+    )
+    analysis = AnalysisService(
+        timeline=timeline, state_dir=tmp_path / "state", deliver=server.deliver, backend_mode="none"
+    )
     analysis.start()
     server.analysis = analysis
     server.start()
@@ -384,7 +445,9 @@ def test_real_analysis_service_delivers_exactly_once_per_intent(ctx: zmq.Context
             result = frame_result(i + 1, t=t0 + i * 0.05)
             timeline.append(result)
             server.on_result(result)
-        begin = client.message("intent_begin", {"intent_id": "chest", "text": "open the chest", "t": t0})
+        begin = client.message(
+            "intent_begin", {"intent_id": "chest", "text": "open the chest", "t": t0}
+        )
         end = client.message("intent_end", {"intent_id": "chest", "t": t0 + 0.5})
         for msg in (begin, begin, end, end, end):  # every request sent more than once
             client.send(msg)
@@ -409,7 +472,9 @@ def test_real_analysis_service_delivers_exactly_once_per_intent(ctx: zmq.Context
 # ---------------------------------------------------------------------------------- fan-out
 
 
-def test_subscriber_that_never_reads_does_not_stall_the_others(ctx: zmq.Context, server: Server) -> None:
+def test_subscriber_that_never_reads_does_not_stall_the_others(
+    ctx: zmq.Context, server: Server
+) -> None:
     """A stuck subscriber fills its queues; the XPUB drops for it and keeps serving the others."""
     stuck = subscriber(ctx, server.events_endpoint, rcvhwm=10)
     good = subscriber(ctx, server.events_endpoint)
@@ -436,8 +501,10 @@ def test_subscriber_that_never_reads_does_not_stall_the_others(ctx: zmq.Context,
     while stuck.poll(200):
         stuck_events += stuck.recv_multipart()[0] == protocol.TOPIC_EMOTION
     assert stuck_events < n, "the stuck subscriber got everything: nothing was dropped"
-    print(f"\n{n} events of ~6 KB in {elapsed:.2f} s ({n / elapsed:.0f}/s) to the reader; "
-          f"stuck one got {stuck_events}; ping during flood {ping_ms:.1f} ms")
+    print(
+        f"\n{n} events of ~6 KB in {elapsed:.2f} s ({n / elapsed:.0f}/s) to the reader; "
+        f"stuck one got {stuck_events}; ping during flood {ping_ms:.1f} ms"
+    )
     assert elapsed < 30 and ping_ms < 500
     stuck.close(linger=0)
     good.close(linger=0)
@@ -462,8 +529,12 @@ def test_sdk_client_connects_and_receives(server: Server) -> None:
     from game_sdk.client import EmotionClient
     from game_sdk.types import ConnectionState, EmotionEvent
 
-    sdk = EmotionClient(server.control_endpoint, server.events_endpoint, name="sdk-game",
-                        context=zmq.Context.instance())
+    sdk = EmotionClient(
+        server.control_endpoint,
+        server.events_endpoint,
+        name="sdk-game",
+        context=zmq.Context.instance(),
+    )
     try:
         wait_until(lambda: (sdk.poll(), sdk.state)[1] is ConnectionState.CONNECTED)
         got: list[EmotionEvent] = []
@@ -513,17 +584,49 @@ def test_daemon_process_publishes_real_emotions_and_stops_on_sigterm(
 ) -> None:
     from tests.facevideo import Segment, write_video
 
-    video = write_video(tmp_path / "faces.avi", [Segment("happy", 2.0), Segment("surprise", 2.0)],
-                        tiny_faces, fps=10)
+    video = write_video(
+        tmp_path / "faces.avi",
+        [Segment("happy", 2.0), Segment("surprise", 2.0)],
+        tiny_faces,
+        fps=10,
+    )
     events = f"tcp://127.0.0.1:{_free_port(ctx)}"
     control = f"tcp://127.0.0.1:{_free_port(ctx)}"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path),
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon", "--source", f"video:{video}", "--model", str(tiny_checkpoint),
-         "--events", events, "--control", control, "--llm", "none", "--threads", "1",
-         "--state-dir", str(tmp_path / "state"), "--lock-path", str(tmp_path / "lock"),
-         "--status-interval", "0.5"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "daemon",
+            "--source",
+            f"video:{video}",
+            "--model",
+            str(tiny_checkpoint),
+            "--events",
+            events,
+            "--control",
+            control,
+            "--llm",
+            "none",
+            "--threads",
+            "1",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--lock-path",
+            str(tmp_path / "lock"),
+            "--status-interval",
+            "0.5",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     stderr = ""
     try:
@@ -538,7 +641,10 @@ def test_daemon_process_publishes_real_emotions_and_stops_on_sigterm(
         assert {"happy", "surprise"} <= labels, f"saw only {labels}"
 
         game = RawClient(ctx, control)
-        assert game.request("hello", {**HELLO, "name": "process-test"})["body"]["session"] == beat["session"]
+        assert (
+            game.request("hello", {**HELLO, "name": "process-test"})["body"]["session"]
+            == beat["session"]
+        )
         status = game.request("get_status")["body"]
         assert status["model"]["arch"] == "iter1_cnn3" and status["camera"]["kind"] == "video"
         assert status["state"] == "running" and status["fps"] > 0

@@ -29,7 +29,11 @@ def _versions() -> dict[str, str]:
         pkg = version("emotion-sidecar")
     except Exception:  # noqa: BLE001 - not installed (running from a checkout)
         pkg = "unknown"
-    return {"torch": str(torch.__version__), "torchvision": str(torchvision.__version__), "emotion_sidecar": str(pkg)}
+    return {
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
+        "emotion_sidecar": str(pkg),
+    }
 
 
 def _plain(value: Any) -> Any:
@@ -105,14 +109,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path} is not an emotion-sidecar checkpoint")
     if int(ckpt.get("format_version", 0)) > FORMAT_VERSION:
-        raise ValueError(f"{path}: checkpoint format {ckpt['format_version']} is newer than {FORMAT_VERSION}")
+        raise ValueError(
+            f"{path}: checkpoint format {ckpt['format_version']} is newer than {FORMAT_VERSION}"
+        )
     return ckpt
 
 
 def build_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
     """Rebuild the float32 network of a loaded checkpoint, in eval mode."""
     model = build_model(
-        ckpt["arch"], num_classes=len(ckpt["classes"]), in_channels=ckpt["channels"], **ckpt.get("arch_kwargs", {})
+        ckpt["arch"],
+        num_classes=len(ckpt["classes"]),
+        in_channels=ckpt["channels"],
+        **ckpt.get("arch_kwargs", {}),
     )
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
     model.load_state_dict(state)

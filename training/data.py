@@ -40,7 +40,9 @@ class TensorDataset:
 
     def subset(self, index: torch.Tensor | list[int]) -> TensorDataset:
         idx = torch.as_tensor(index, dtype=torch.long)
-        return TensorDataset(self.images[idx], self.labels[idx], [self.paths[i] for i in idx.tolist()])
+        return TensorDataset(
+            self.images[idx], self.labels[idx], [self.paths[i] for i in idx.tolist()]
+        )
 
 
 def _read_gray(path: str, size: int) -> np.ndarray:
@@ -74,7 +76,11 @@ def load_image_folder(root: str | Path, *, size: int = 48, workers: int = 4) -> 
         labels += [label] * len(files)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         arrays = list(pool.map(lambda p: _read_gray(p, size), paths, chunksize=256))
-    images = torch.from_numpy(np.stack(arrays)).unsqueeze(1) if arrays else torch.empty(0, 1, size, size, dtype=torch.uint8)
+    images = (
+        torch.from_numpy(np.stack(arrays)).unsqueeze(1)
+        if arrays
+        else torch.empty(0, 1, size, size, dtype=torch.uint8)
+    )
     log.info("loaded %d images from %s", len(paths), root)
     return TensorDataset(images, torch.tensor(labels, dtype=torch.long), paths)
 
@@ -108,7 +114,11 @@ def load_csv(path: str | Path, split: str = "train", *, size: int = 48) -> Tenso
             images.append(img)
             labels.append(label)
             names.append(f"{path}:{row_no}")
-    stacked = torch.from_numpy(np.stack(images)).unsqueeze(1) if images else torch.empty(0, 1, size, size, dtype=torch.uint8)
+    stacked = (
+        torch.from_numpy(np.stack(images)).unsqueeze(1)
+        if images
+        else torch.empty(0, 1, size, size, dtype=torch.uint8)
+    )
     return TensorDataset(stacked, torch.tensor(labels, dtype=torch.long), names)
 
 
@@ -120,4 +130,6 @@ def load_split(data: str | Path, split: str, *, size: int = 48, workers: int = 4
     folder = data / split
     if folder.is_dir():
         return load_image_folder(folder, size=size, workers=workers)
-    raise FileNotFoundError(f"{data}: expected a FER2013 .csv file or a folder with {split}/<class>/ images")
+    raise FileNotFoundError(
+        f"{data}: expected a FER2013 .csv file or a folder with {split}/<class>/ images"
+    )

@@ -15,7 +15,11 @@ from torch import nn
 
 def init() -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and os.environ.get("EMOTION_TRAIN_BACKEND") != "gloo" else "gloo"
+        backend = (
+            "nccl"
+            if torch.cuda.is_available() and os.environ.get("EMOTION_TRAIN_BACKEND") != "gloo"
+            else "gloo"
+        )
         dist.init_process_group(backend=backend)
 
 

@@ -26,12 +26,23 @@ def _load_partial(model: nn.Module, path: str) -> str:
     result = model.load_state_dict(usable, strict=False)
     total = sum(v.numel() for v in own.values())
     loaded = sum(v.numel() for v in usable.values())
-    log.info("loaded %d/%d tensors (%.1f%% of values) from %s; %d missing, %d skipped (shape or name mismatch)",
-             len(usable), len(own), 100 * loaded / total, path, len(result.missing_keys), len(skipped))
+    log.info(
+        "loaded %d/%d tensors (%.1f%% of values) from %s; %d missing, %d skipped (shape or name mismatch)",
+        len(usable),
+        len(own),
+        100 * loaded / total,
+        path,
+        len(result.missing_keys),
+        len(skipped),
+    )
     if not usable:
         raise ValueError(f"{path}: no tensor matches the model's names and shapes")
     share = f"{100 * loaded / total:.1f}%"
-    return f"partial:{Path(path).name} ({len(usable)} tensors, {share} of values)" if result.missing_keys else f"file:{Path(path).name}"
+    return (
+        f"partial:{Path(path).name} ({len(usable)} tensors, {share} of values)"
+        if result.missing_keys
+        else f"file:{Path(path).name}"
+    )
 
 
 def _imagenet(model: nn.Module, arch: str) -> str:
@@ -59,5 +70,7 @@ def initialise(model: nn.Module, arch: str, mode: str, weights: str | None) -> s
         try:
             return _imagenet(model, arch)
         except Exception as exc:  # noqa: BLE001 - offline or no cache: fall back, and say so
-            log.warning("ImageNet weights unavailable (%s); training from scratch", type(exc).__name__)
+            log.warning(
+                "ImageNet weights unavailable (%s); training from scratch", type(exc).__name__
+            )
     return "scratch"

@@ -15,7 +15,9 @@ from torch import nn
 CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 
 
-def _conv_block(c_in: int, c_out: int, *, convs: int, dropout: float, bn_momentum: float) -> nn.Sequential:
+def _conv_block(
+    c_in: int, c_out: int, *, convs: int, dropout: float, bn_momentum: float
+) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i in range(convs):
         layers += [
@@ -47,7 +49,9 @@ class SmallCNN(nn.Module):
         c = in_channels
         for w in widths:
             blocks.append(
-                _conv_block(c, w, convs=convs_per_block, dropout=block_dropout, bn_momentum=bn_momentum)
+                _conv_block(
+                    c, w, convs=convs_per_block, dropout=block_dropout, bn_momentum=bn_momentum
+                )
             )
             c = w
         self.features = nn.Sequential(*blocks)
@@ -111,7 +115,9 @@ ARCH_DEFAULTS: dict[str, dict[str, object]] = {
 }
 
 
-def build_model(arch: str, num_classes: int = 7, in_channels: int = 1, **kwargs: object) -> nn.Module:
+def build_model(
+    arch: str, num_classes: int = 7, in_channels: int = 1, **kwargs: object
+) -> nn.Module:
     """Build an untrained network by its iteration name (see ``ARCHITECTURES``)."""
     try:
         factory = ARCHITECTURES[arch]

@@ -56,7 +56,9 @@ def eval_transform(
     """``B x 1 x H x W`` uint8 -> normalised float ``B x channels x S x S``."""
     x = images.float().div_(255.0)
     if x.shape[-1] != input_size or x.shape[-2] != input_size:
-        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False, antialias=False)
+        x = F.interpolate(
+            x, size=(input_size, input_size), mode="bilinear", align_corners=False, antialias=False
+        )
     if channels != x.shape[1]:
         x = x.expand(-1, channels, -1, -1)
     m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
@@ -64,7 +66,9 @@ def eval_transform(
     return (x - m) / s
 
 
-def _random_affine_grid(batch: int, aug: Augment, size: int, device: torch.device, gen: torch.Generator | None) -> torch.Tensor:
+def _random_affine_grid(
+    batch: int, aug: Augment, size: int, device: torch.device, gen: torch.Generator | None
+) -> torch.Tensor:
     def uniform(lo: float, hi: float) -> torch.Tensor:
         return torch.rand(batch, device=device, generator=gen) * (hi - lo) + lo
 
@@ -102,14 +106,21 @@ def train_transform(
     x = images.float().div_(255.0)
     b, device = x.shape[0], x.device
     if x.shape[-1] != input_size:
-        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False, antialias=False)
+        x = F.interpolate(
+            x, size=(input_size, input_size), mode="bilinear", align_corners=False, antialias=False
+        )
     grid = _random_affine_grid(b, aug, input_size, device, generator)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     if aug.brightness:
-        x = x * (1 + (torch.rand(b, 1, 1, 1, device=device, generator=generator) * 2 - 1) * aug.brightness)
+        x = x * (
+            1
+            + (torch.rand(b, 1, 1, 1, device=device, generator=generator) * 2 - 1) * aug.brightness
+        )
     if aug.contrast:
         mu = x.mean(dim=(1, 2, 3), keepdim=True)
-        factor = 1 + (torch.rand(b, 1, 1, 1, device=device, generator=generator) * 2 - 1) * aug.contrast
+        factor = (
+            1 + (torch.rand(b, 1, 1, 1, device=device, generator=generator) * 2 - 1) * aug.contrast
+        )
         x = (x - mu) * factor + mu
     x = x.clamp_(0, 1)
     if channels != 1:

@@ -39,37 +39,112 @@ log = logging.getLogger("training")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="emotion-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", default="resnet50", choices=sorted(ARCH_DEFAULTS), help="model iteration (default: resnet50)")
-    p.add_argument("--data", help="ImageFolder root with train/ and val/, or fer2013.csv (required unless --resume)")
+    p = argparse.ArgumentParser(
+        prog="emotion-train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--arch",
+        default="resnet50",
+        choices=sorted(ARCH_DEFAULTS),
+        help="model iteration (default: resnet50)",
+    )
+    p.add_argument(
+        "--data",
+        help="ImageFolder root with train/ and val/, or fer2013.csv (required unless --resume)",
+    )
     p.add_argument("--out", help="best checkpoint path (default: RUN_DIR/best.pt)")
     p.add_argument("--run-dir", help="where logs and resumable state go (default: runs/ARCH-TIME)")
     p.add_argument("--epochs", type=int, default=30, help="epochs (default: 30)")
-    p.add_argument("--batch-size", type=int, default=64, help="batch size per process (default: 64)")
+    p.add_argument(
+        "--batch-size", type=int, default=64, help="batch size per process (default: 64)"
+    )
     p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default: 3e-4)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default: 0)")
-    p.add_argument("--scheduler", default="cosine", choices=["cosine", "step", "plateau", "none"], help="lr decay (default: cosine)")
-    p.add_argument("--step-size", type=int, default=10, help="epochs per decay for --scheduler step (default: 10)")
-    p.add_argument("--gamma", type=float, default=0.1, help="decay factor for step/plateau (default: 0.1)")
-    p.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing (default: 0)")
-    p.add_argument("--input-size", type=int, default=48, help="model input side in pixels (default: 48)")
-    p.add_argument("--augment", choices=["none", "basic", "full"], help="augmentation (default: the iteration's own)")
-    p.add_argument("--init", default="auto", choices=["auto", "scratch", "imagenet"],
-                   help="auto: --weights if given, else torchvision ImageNet weights if obtainable, else scratch (default: auto)")
-    p.add_argument("--weights", help="local state dict (full or partial ImageNet weights), loaded non-strictly")
+    p.add_argument(
+        "--scheduler",
+        default="cosine",
+        choices=["cosine", "step", "plateau", "none"],
+        help="lr decay (default: cosine)",
+    )
+    p.add_argument(
+        "--step-size",
+        type=int,
+        default=10,
+        help="epochs per decay for --scheduler step (default: 10)",
+    )
+    p.add_argument(
+        "--gamma", type=float, default=0.1, help="decay factor for step/plateau (default: 0.1)"
+    )
+    p.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=0.0,
+        help="cross-entropy label smoothing (default: 0)",
+    )
+    p.add_argument(
+        "--input-size", type=int, default=48, help="model input side in pixels (default: 48)"
+    )
+    p.add_argument(
+        "--augment",
+        choices=["none", "basic", "full"],
+        help="augmentation (default: the iteration's own)",
+    )
+    p.add_argument(
+        "--init",
+        default="auto",
+        choices=["auto", "scratch", "imagenet"],
+        help="auto: --weights if given, else torchvision ImageNet weights if obtainable, else scratch (default: auto)",
+    )
+    p.add_argument(
+        "--weights", help="local state dict (full or partial ImageNet weights), loaded non-strictly"
+    )
     p.add_argument("--resume", help="RUN_DIR/last.state.pt of an interrupted run")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
-    p.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"],
-                   help="mixed precision: auto = bf16 where supported (default: auto)")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True, help="NHWC memory format (default: on)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch, 0 = torch's default (default: 0)")
+    p.add_argument(
+        "--amp",
+        default="auto",
+        choices=["auto", "off", "bf16", "fp16"],
+        help="mixed precision: auto = bf16 where supported (default: auto)",
+    )
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="NHWC memory format (default: on)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for torch, 0 = torch's default (default: 0)",
+    )
     p.add_argument("--workers", type=int, default=4, help="image decoding workers (default: 4)")
-    p.add_argument("--limit-per-class", type=int, default=0, help="use at most N training images per class, 0 = all (default: 0)")
-    p.add_argument("--val-limit-per-class", type=int, default=0, help="same for validation (default: 0)")
-    p.add_argument("--max-steps", type=int, default=0, help="stop each epoch after N steps, 0 = no limit (default: 0)")
-    p.add_argument("--half", action="store_true", help="store the checkpoint's weights as float16 (default: off)")
+    p.add_argument(
+        "--limit-per-class",
+        type=int,
+        default=0,
+        help="use at most N training images per class, 0 = all (default: 0)",
+    )
+    p.add_argument(
+        "--val-limit-per-class", type=int, default=0, help="same for validation (default: 0)"
+    )
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=0,
+        help="stop each epoch after N steps, 0 = no limit (default: 0)",
+    )
+    p.add_argument(
+        "--half",
+        action="store_true",
+        help="store the checkpoint's weights as float16 (default: off)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (default: bars on a terminal)")
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (default: bars on a terminal)"
+    )
     return p
 
 
@@ -100,13 +175,17 @@ def _cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def make_scheduler(opt: torch.optim.Optimizer, args: argparse.Namespace, steps_per_epoch: int) -> Any:
+def make_scheduler(
+    opt: torch.optim.Optimizer, args: argparse.Namespace, steps_per_epoch: int
+) -> Any:
     if args.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, args.epochs))
     if args.scheduler == "step":
         return torch.optim.lr_scheduler.StepLR(opt, step_size=args.step_size, gamma=args.gamma)
     if args.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=args.gamma, patience=2)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="max", factor=args.gamma, patience=2
+        )
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
 
@@ -134,10 +213,19 @@ class Recipe:
         self.augment = Augment.preset(self.augment_name)
 
     def train_batch(self, images: torch.Tensor) -> torch.Tensor:
-        return train_transform(images, self.augment, input_size=self.input_size, channels=self.channels, mean=self.mean, std=self.std)
+        return train_transform(
+            images,
+            self.augment,
+            input_size=self.input_size,
+            channels=self.channels,
+            mean=self.mean,
+            std=self.std,
+        )
 
     def eval_batch(self, images: torch.Tensor) -> torch.Tensor:
-        return eval_transform(images, input_size=self.input_size, channels=self.channels, mean=self.mean, std=self.std)
+        return eval_transform(
+            images, input_size=self.input_size, channels=self.channels, mean=self.mean, std=self.std
+        )
 
 
 def train_one_epoch(
@@ -152,7 +240,9 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None,
 ) -> dict[str, float]:
     model.train()
-    order = distributed.shard(torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch)))
+    order = distributed.shard(
+        torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
+    )
     steps = math.ceil(len(order) / args.batch_size)
     if args.max_steps:
         steps = min(steps, args.max_steps)
@@ -167,7 +257,9 @@ def train_one_epoch(
         x = recipe.train_batch(images)
         if args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        with torch.autocast(
+            device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+        ):
             logits = model(x)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=args.label_smoothing)
         opt.zero_grad(set_to_none=True)
@@ -189,12 +281,22 @@ def train_one_epoch(
         bar.close()
     totals = distributed.all_sum([seen, loss_sum, correct], device)
     elapsed = time.perf_counter() - t0
-    return {"loss": totals[1] / max(1, totals[0]), "accuracy": totals[2] / max(1, totals[0]), "images_per_s": totals[0] / elapsed}
+    return {
+        "loss": totals[1] / max(1, totals[0]),
+        "accuracy": totals[2] / max(1, totals[0]),
+        "images_per_s": totals[0] / elapsed,
+    }
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, images: torch.Tensor, recipe: Recipe, device: torch.device, batch_size: int = 256,
-            channels_last: bool = False) -> torch.Tensor:
+def predict(
+    model: nn.Module,
+    images: torch.Tensor,
+    recipe: Recipe,
+    device: torch.device,
+    batch_size: int = 256,
+    channels_last: bool = False,
+) -> torch.Tensor:
     """Softmax probabilities for uint8 images, through the eval transform (the daemon's reference)."""
     model.eval()
     out = []
@@ -206,7 +308,9 @@ def predict(model: nn.Module, images: torch.Tensor, recipe: Recipe, device: torc
     return torch.cat(out) if out else torch.empty(0, len(CLASSES))
 
 
-def evaluate(model: nn.Module, data: TensorDataset, recipe: Recipe, device: torch.device, channels_last: bool) -> dict[str, Any]:
+def evaluate(
+    model: nn.Module, data: TensorDataset, recipe: Recipe, device: torch.device, channels_last: bool
+) -> dict[str, Any]:
     probs = predict(model, data.images, recipe, device, channels_last=channels_last)
     pred = probs.argmax(1)
     cm = confusion_matrix(data.labels, pred, len(CLASSES))
@@ -232,7 +336,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 setattr(args, key, value)
         args.run_dir = str(Path(args.resume).parent)
     if not args.data:
-        raise SystemExit("emotion-train: --data is required (ImageFolder root with train/ and val/, or fer2013.csv)")
+        raise SystemExit(
+            "emotion-train: --data is required (ImageFolder root with train/ and val/, or fer2013.csv)"
+        )
 
     distributed.init()
     device = pick_device(args.device)
@@ -250,8 +356,12 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2, sort_keys=True))
 
     recipe = Recipe(args)
-    train = limit_per_class(load_split(args.data, "train", workers=args.workers), args.limit_per_class, args.seed)
-    val = limit_per_class(load_split(args.data, "val", workers=args.workers), args.val_limit_per_class, args.seed)
+    train = limit_per_class(
+        load_split(args.data, "train", workers=args.workers), args.limit_per_class, args.seed
+    )
+    val = limit_per_class(
+        load_split(args.data, "val", workers=args.workers), args.val_limit_per_class, args.seed
+    )
     model = build_model(args.arch, num_classes=len(CLASSES), in_channels=recipe.channels)
     init = initialise(model, args.arch, args.init, args.weights)
     model.to(device)
@@ -274,35 +384,88 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if distributed.is_main():
         log.info(
             "arch=%s init=%s device=%s amp=%s train=%d val=%d input=%dx%d channels=%d augment=%s world=%d",
-            args.arch, init, device, autocast_dtype, len(train), len(val), recipe.input_size, recipe.input_size,
-            recipe.channels, recipe.augment_name, distributed.world_size(),
+            args.arch,
+            init,
+            device,
+            autocast_dtype,
+            len(train),
+            len(val),
+            recipe.input_size,
+            recipe.input_size,
+            recipe.channels,
+            recipe.augment_name,
+            distributed.world_size(),
         )
     for epoch in range(start_epoch, args.epochs + 1):
         lr = opt.param_groups[0]["lr"]
-        stats = train_one_epoch(model, opt, train, recipe, args, epoch, device, autocast_dtype, scaler)
-        metrics = evaluate(unwrap(model), val, recipe, device, args.channels_last) if distributed.is_main() else {}
+        stats = train_one_epoch(
+            model, opt, train, recipe, args, epoch, device, autocast_dtype, scaler
+        )
+        metrics = (
+            evaluate(unwrap(model), val, recipe, device, args.channels_last)
+            if distributed.is_main()
+            else {}
+        )
         if args.scheduler == "plateau":
             sched.step(distributed.broadcast_float(metrics.get("accuracy", 0.0), device))
         else:
             sched.step()
         if not distributed.is_main():
             continue
-        line = {"epoch": epoch, "lr": lr, "train_loss": round(stats["loss"], 4), "train_acc": round(stats["accuracy"], 4),
-                "val_acc": round(metrics["accuracy"], 4), "val_macro_f1": round(metrics["macro_f1"], 4),
-                "images_per_s": round(stats["images_per_s"], 1)}
-        log.info("epoch %d/%d loss %.4f acc %.4f | val acc %.4f macro-F1 %.4f | lr %.2e | %.0f img/s", epoch, args.epochs,
-                 stats["loss"], stats["accuracy"], metrics["accuracy"], metrics["macro_f1"], lr, stats["images_per_s"])
+        line = {
+            "epoch": epoch,
+            "lr": lr,
+            "train_loss": round(stats["loss"], 4),
+            "train_acc": round(stats["accuracy"], 4),
+            "val_acc": round(metrics["accuracy"], 4),
+            "val_macro_f1": round(metrics["macro_f1"], 4),
+            "images_per_s": round(stats["images_per_s"], 1),
+        }
+        log.info(
+            "epoch %d/%d loss %.4f acc %.4f | val acc %.4f macro-F1 %.4f | lr %.2e | %.0f img/s",
+            epoch,
+            args.epochs,
+            stats["loss"],
+            stats["accuracy"],
+            metrics["accuracy"],
+            metrics["macro_f1"],
+            lr,
+            stats["images_per_s"],
+        )
         with open(run_dir / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(line) + "\n")
         if metrics["accuracy"] > best["val_accuracy"]:
-            best = {"val_accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "epoch": epoch,
-                    "per_class": metrics["per_class"], "confusion": metrics["confusion"]}
-            save_checkpoint(out, model, arch=args.arch, input_size=recipe.input_size, channels=recipe.channels,
-                            mean=recipe.mean, std=recipe.std, train_config=vars(args), init=init, metrics=best,
-                            epoch=epoch, half=args.half)
+            best = {
+                "val_accuracy": metrics["accuracy"],
+                "macro_f1": metrics["macro_f1"],
+                "epoch": epoch,
+                "per_class": metrics["per_class"],
+                "confusion": metrics["confusion"],
+            }
+            save_checkpoint(
+                out,
+                model,
+                arch=args.arch,
+                input_size=recipe.input_size,
+                channels=recipe.channels,
+                mean=recipe.mean,
+                std=recipe.std,
+                train_config=vars(args),
+                init=init,
+                metrics=best,
+                epoch=epoch,
+                half=args.half,
+            )
             log.info("saved best checkpoint %s (val acc %.4f)", out, metrics["accuracy"])
-        state = {"model": unwrap(model).state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                 "epoch": epoch, "best": best, "args": vars(args), "init": init}
+        state = {
+            "model": unwrap(model).state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "epoch": epoch,
+            "best": best,
+            "args": vars(args),
+            "init": init,
+        }
         torch.save(state, run_dir / "last.state.pt.tmp")
         os.replace(run_dir / "last.state.pt.tmp", run_dir / "last.state.pt")
     distributed.cleanup()
@@ -314,7 +477,15 @@ def cli(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     best = main(args)
     if distributed.is_main() and best.get("val_accuracy", -1) >= 0:
-        print(json.dumps({"best_val_accuracy": best["val_accuracy"], "macro_f1": best["macro_f1"], "epoch": best["epoch"]}))
+        print(
+            json.dumps(
+                {
+                    "best_val_accuracy": best["val_accuracy"],
+                    "macro_f1": best["macro_f1"],
+                    "epoch": best["epoch"],
+                }
+            )
+        )
     return 0
 
 

@@ -60,8 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("fer_dir", type=Path, help="FER2013 folder with val/<class>/*.jpg")
     parser.add_argument("--per-class", type=int, default=4, help="faces per class (default: 4)")
-    parser.add_argument("--out", type=Path, default=HERE / "sample_faces",
-                        help="output folder (default: sample_faces beside this script)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=HERE / "sample_faces",
+        help="output folder (default: sample_faces beside this script)",
+    )
     args = parser.parse_args(argv)
     chosen = select(args.fer_dir, args.per_class)
     lines = []
