@@ -175,7 +175,8 @@ class FakeDaemon:
         self, client: EmotionClient, types: set[str], timeout: float = 5.0
     ) -> tuple[bytes, list[dict[str, Any]]]:
         """Publish status beats and poll the client until requests of all ``types`` arrived."""
-        self.wait_subscribed(p.TOPIC_STATUS)
+        # The client's SUB retries with backoff up to RECONNECT_IVL_MAX (2 s) before it finds us.
+        self.wait_subscribed(p.TOPIC_STATUS, timeout=3 * p.RECONNECT_IVL_MAX_MS / 1000 + 2)
         got: list[dict[str, Any]] = []
         identity = b""
         deadline = time.monotonic() + timeout
