@@ -32,6 +32,7 @@ class GameConfig:
     probe_seconds: float = 1.0  # how long to look for a running daemon before starting one
     daemon_start_timeout: float = 90.0  # give up waiting for a started daemon after this
     consent: bool | None = None  # pre-answered consent (scripts, tests); None: ask the player
+    stats_path: Path | None = None  # write frame-time percentiles here (JSON) on exit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="quit after S seconds (default: play until you quit)",
     )
     p.add_argument("--seed", type=int, help="random seed, for reproducible runs")
+    p.add_argument(
+        "--stats",
+        type=Path,
+        metavar="FILE",
+        help="on exit, write frame-time percentiles (work and flip-to-flip, ms) as JSON here",
+    )
     consent = p.add_mutually_exclusive_group()
     consent.add_argument(
         "--accept-camera",
@@ -125,5 +132,6 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[GameConfig, str
         max_seconds=args.max_seconds,
         seed=args.seed,
         consent=args.consent,
+        stats_path=args.stats,
     )
     return config, args.log_level

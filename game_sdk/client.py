@@ -137,6 +137,9 @@ class EmotionClient:
                 if subscribe_emotions:
                     self._sub.setsockopt(zmq.SUBSCRIBE, protocol.TOPIC_EMOTION)
                 self._sub.connect(events)
+                self._poller = zmq.Poller()
+                self._poller.register(self._dealer, zmq.POLLIN)
+                self._poller.register(self._sub, zmq.POLLIN)
         except TransportError:
             self._close_sockets()
             raise
@@ -411,13 +414,16 @@ class EmotionClient:
         dealer, sub = self._dealer, self._sub
         assert dealer is not None and sub is not None
         with self._zmq("receive"):
-            for _ in range(max_messages):
+            # One zero-timeout poll of both sockets first: on an idle frame it replaces two
+            # failed recv calls, each of which costs a raised zmq.Again.
+            ready = dict(self._poller.poll(0))
+            for _ in range(max_messages if dealer in ready else 0):
                 try:
                     frames = dealer.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
                 self._on_control(frames, now)
-            for _ in range(max_messages):
+            for _ in range(max_messages if sub in ready else 0):
                 try:
                     frames = sub.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:

@@ -367,7 +367,9 @@ def test_backend_none_gives_summaries_only(
     service.begin("game-1", "a", "sneak past", T0 + 1.0)
     service.end("game-1", "a", T0 + 4.0)
     [(_, body)] = inbox.wait(1)
-    assert (body["status"], body["reason"], body["llm"]) == ("summary_only", "no_llm", None)
+    assert (body["status"], body["reason"]) == ("summary_only", "no_llm")
+    assert body["llm"]["backend"] == "none" and "disabled" in body["llm"]["note"]
+    assert body["llm"]["text"] is None and body["llm"]["timings"]["llm_ms"] == 0.0
     assert body["summary"]["dominant"] == "neutral"
     assert double.requests == []
     assert service.status()["state"] == "none" and service.status()["backend"] == "none"
@@ -397,6 +399,7 @@ def test_auto_without_ollama_then_ollama_appears(
     service.end("game-1", "a", T0 + 4.0)
     [(_, body)] = inbox.wait(1)
     assert (body["status"], body["reason"]) == ("summary_only", "ollama_unreachable")
+    assert body["llm"]["backend"] == "none" and "not installed" in body["llm"]["note"]
     double.set_mode("ok")
     service.begin("game-1", "b", "open again", T0 + 1.0)
     service.end("game-1", "b", T0 + 4.0)
@@ -420,6 +423,17 @@ def test_ollama_mode_fails_loudly_at_start(
     with pytest.raises(LLMFailure) as info:
         service.start()
     assert info.value.reason == "ollama_unreachable" and time.monotonic() - t0 < 3.0
+    double.set_mode("missing_model")
+    with pytest.raises(LLMFailure) as info:
+        AnalysisService(
+            timeline=timeline,
+            state_dir=tmp_path / "state",
+            deliver=Inbox(),
+            backend_mode="ollama",
+            host=double.host,
+        ).start()
+    assert info.value.reason == "model_missing" and "ollama pull mistral" in info.value.message
+    assert double.count("/api/chat") == double.count("/api/generate") == 0
     with pytest.raises(ValueError):
         AnalysisService(
             timeline=timeline, state_dir=tmp_path, deliver=Inbox(), prompt_template="{intent}"

@@ -212,5 +212,9 @@ def test_parse_answer_valid_invalid_and_off_schema() -> None:
     text, structured, note = parse_answer(json.dumps(off))
     assert text == "The player was mostly happy." and structured is None
     assert "alignment" in note and "joy" in note
+    # A raw newline inside a JSON string (as SmolLM2 under llama.cpp's grammar writes) is accepted.
+    raw_newline = json.dumps(good).replace("mostly happy.", "mostly\nhappy.")
+    text, structured, note = parse_answer(raw_newline)
+    assert text == "The player was mostly\nhappy." and structured is not None and note is None
     assert schema_problems([1, 2]) == ["answer is a list, not an object"]
     assert set(ANALYSIS_SCHEMA["required"]) == set(ANALYSIS_SCHEMA["properties"])

@@ -101,6 +101,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--weights", help="local state dict (full or partial ImageNet weights), loaded non-strictly"
     )
     p.add_argument("--resume", help="RUN_DIR/last.state.pt of an interrupted run")
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        default=0,
+        help="stop after this epoch, keeping the --epochs schedule, to --resume later "
+        "(training in chunks on a shared CPU); 0 = run to the end (default: 0)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
     p.add_argument(
         "--amp",
@@ -203,14 +210,45 @@ def limit_per_class(ds: TensorDataset, n: int, seed: int) -> TensorDataset:
 class Recipe:
     """What a batch goes through: input size, channels, normalisation, augmentation."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(
+        self,
+        *,
+        input_size: int,
+        channels: int,
+        mean: list[float],
+        std: list[float],
+        augment: str = "none",
+    ) -> None:
+        self.input_size = input_size
+        self.channels = channels
+        self.mean = mean
+        self.std = std
+        self.augment_name = augment
+        self.augment = Augment.preset(augment)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Recipe:
         defaults = ARCH_DEFAULTS[args.arch]
-        self.channels = int(defaults["channels"])  # type: ignore[call-overload]
-        self.input_size = args.input_size
-        self.mean = [FER_MEAN] * self.channels
-        self.std = [FER_STD] * self.channels
-        self.augment_name = args.augment or str(defaults["augment"])
-        self.augment = Augment.preset(self.augment_name)
+        channels = int(defaults["channels"])  # type: ignore[call-overload]
+        return cls(
+            input_size=args.input_size,
+            channels=channels,
+            mean=[FER_MEAN] * channels,
+            std=[FER_STD] * channels,
+            augment=args.augment or str(defaults["augment"]),
+        )
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any]) -> Recipe:
+        """The eval preprocessing a checkpoint was trained with (no augmentation)."""
+        channels = int(ckpt["channels"])
+        mean, std = [float(v) for v in ckpt["mean"]], [float(v) for v in ckpt["std"]]
+        return cls(
+            input_size=int(ckpt["input_size"]),
+            channels=channels,
+            mean=mean * (channels // len(mean)),
+            std=std * (channels // len(std)),
+        )
 
     def train_batch(self, images: torch.Tensor) -> torch.Tensor:
         return train_transform(
@@ -325,14 +363,25 @@ def _progress(total: int, desc: str, args: argparse.Namespace) -> Any:
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
-def main(args: argparse.Namespace) -> dict[str, Any]:
-    """Run training; returns the best validation metrics."""
+def fit(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
+    """Train as ``args`` say; returns the (possibly DDP-wrapped) model and the best metrics.
+
+    The process group stays up so a caller can still inspect every rank; ``main`` tears it down.
+    """
     resume_state = None
     if args.resume:
         resume_state = torch.load(args.resume, map_location="cpu", weights_only=False)
         saved = resume_state["args"]
         for key, value in saved.items():
-            if key not in {"resume", "epochs", "device", "threads", "no_progress", "workers"}:
+            if key not in {
+                "resume",
+                "epochs",
+                "stop_after",
+                "device",
+                "threads",
+                "no_progress",
+                "workers",
+            }:
                 setattr(args, key, value)
         args.run_dir = str(Path(args.resume).parent)
     if not args.data:
@@ -355,7 +404,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "args.json").write_text(json.dumps(vars(args), indent=2, sort_keys=True))
 
-    recipe = Recipe(args)
+    recipe = Recipe.from_args(args)
     train = limit_per_class(
         load_split(args.data, "train", workers=args.workers), args.limit_per_class, args.seed
     )
@@ -378,6 +427,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         opt.load_state_dict(resume_state["optimizer"])
         sched.load_state_dict(resume_state["scheduler"])
         start_epoch, best = resume_state["epoch"] + 1, resume_state["best"]
+        if resume_state.get("rng") is not None:
+            torch.set_rng_state(resume_state["rng"])
+        if scaler is not None and resume_state.get("scaler"):
+            scaler.load_state_dict(resume_state["scaler"])
         init = f"resume:{args.resume} ({resume_state.get('init', '?')})"
     model = distributed.wrap(model, device)
 
@@ -410,7 +463,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             sched.step(distributed.broadcast_float(metrics.get("accuracy", 0.0), device))
         else:
             sched.step()
+        stop = 0 < args.stop_after <= epoch < args.epochs
         if not distributed.is_main():
+            if stop:
+                break
             continue
         line = {
             "epoch": epoch,
@@ -465,9 +521,27 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             "best": best,
             "args": vars(args),
             "init": init,
+            # Dropout and augmentation draw from the global generator: saving it makes a
+            # resumed run continue exactly as the uninterrupted one would have.
+            "rng": torch.get_rng_state(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
         }
         torch.save(state, run_dir / "last.state.pt.tmp")
         os.replace(run_dir / "last.state.pt.tmp", run_dir / "last.state.pt")
+        if stop:
+            log.info(
+                "stopping after epoch %d of %d (--stop-after); continue with --resume %s",
+                epoch,
+                args.epochs,
+                run_dir / "last.state.pt",
+            )
+            break
+    return model, best
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Run training; returns the best validation metrics."""
+    _, best = fit(args)
     distributed.cleanup()
     return best
 

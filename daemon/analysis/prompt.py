@@ -118,7 +118,9 @@ def parse_answer(
     ``structured`` None and a note saying why: the game still gets the words.
     """
     try:
-        obj = json.loads(content)
+        # strict=False: small models put raw newlines inside JSON strings (llama.cpp's grammar
+        # lets them through); the meaning is unambiguous, so accept them.
+        obj = json.loads(content, strict=False)
     except (json.JSONDecodeError, ValueError):
         return content.strip(), None, "the model's reply was not JSON"
     problems = schema_problems(obj, classes)

@@ -8,7 +8,10 @@ returns, so a restart re-queues unfinished jobs and keeps unacknowledged results
 
 Result reasons: ``summary_only`` with ``no_frames`` (no face in the window, so no LLM call),
 ``no_llm`` (backend ``none``), ``ollama_unreachable``/``model_missing`` (``auto`` found no LLM) or
-``busy`` (below); ``failed`` with the ``LLMFailure`` reason after the retries, or ``internal``.
+``busy`` (below); ``ok`` with ``invalid_response`` when the LLM's prose lacks the requested
+structure; ``failed`` with the ``LLMFailure`` reason after the retries, or ``internal``. When no
+LLM serves (``no_llm``, or ``auto`` found none) the result's ``llm`` map still says so: backend
+``none`` and a ``note`` saying why.
 
 Queue full (``queue_max`` jobs waiting): the intent is not lost. ``end`` still slices the timeline,
 computes the summary and persists a ``summary_only`` result with reason ``busy`` (no LLM for it),
@@ -39,6 +42,8 @@ from daemon.analysis.summary import render_emotions, summarize
 log = logging.getLogger(__name__)
 
 END_RESULTS = ("queued", "duplicate", "unknown_intent", "busy", "invalid")
+DEFAULT_BACKOFF_S = 0.5  # first retry delay; doubles per attempt up to DEFAULT_BACKOFF_MAX_S
+DEFAULT_BACKOFF_MAX_S = 8.0
 
 
 class _Timeline(Protocol):
@@ -77,8 +82,8 @@ class AnalysisService:
         options: Mapping[str, Any] | None = None,
         keep_alive: float | str | None = None,
         host: str | None = None,
-        backoff_s: float = 0.5,
-        backoff_max_s: float = 8.0,
+        backoff_s: float = DEFAULT_BACKOFF_S,
+        backoff_max_s: float = DEFAULT_BACKOFF_MAX_S,
         reprobe_s: float = 30.0,
         summary_options: Mapping[str, Any] | None = None,
     ) -> None:
@@ -344,7 +349,21 @@ class AnalysisService:
             body = _body(job, "summary_only", "no_frames", None)
             self._count("summary_only")
         elif backend is None:
-            body = _body(job, "summary_only", selection.reason or "no_llm", None)
+            # Say which backend answered ("none") and why, so the game can show it.
+            total_ms = (time.time() - float(job["enqueued_at"])) * 1000
+            llm_none = {
+                "backend": "none",
+                "model": None,
+                "text": None,
+                "structured": None,
+                "note": selection.note,
+                "timings": {
+                    "queue_ms": round(queue_ms, 1),
+                    "llm_ms": 0.0,
+                    "total_ms": round(total_ms, 1),
+                },
+            }
+            body = _body(job, "summary_only", selection.reason or "no_llm", llm_none)
             self._count("summary_only")
         else:
             prompt = render_prompt(
@@ -371,7 +390,9 @@ class AnalysisService:
                     note=result.note,
                     tokens=result.meta.get("eval_count"),
                 )
-                body = _body(job, "ok", None, llm)
+                # Prose without the requested structure is still an answer, flagged as such.
+                reason = None if result.structured is not None else "invalid_response"
+                body = _body(job, "ok", reason, llm)
                 self._count("done")
                 self._state = "ready"
                 log.info(
