@@ -23,23 +23,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run as `python bench/NAME.py` from a clone
 
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile (``p`` in 0..100) of ``values``; NaN when empty."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return float(ordered[rank - 1])
+from daemon import stats  # noqa: E402  (after the path fix above)
 
 
 def summarize(values: Sequence[float], ps: Sequence[float] = (50, 90, 99)) -> dict[str, float]:
-    """``{"n", "p50", "p90", "p99", "max"}`` (the percentiles asked for) of ``values``."""
-    out: dict[str, float] = {"n": len(values)}
-    for p in ps:
-        out[f"p{p:g}"] = percentile(values, p)
-    out["max"] = max(values) if values else math.nan
-    return out
+    """``{"n", "p50", "p90", "p99", "max"}`` (the percentiles asked for); NaN where empty."""
+    empty = {f"p{p:g}": math.nan for p in ps} | {"max": math.nan}
+    return {"n": len(values), **empty, **stats.summarize(values, ps, ndigits=6)}
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

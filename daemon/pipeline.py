@@ -21,11 +21,11 @@ from collections.abc import Callable
 from typing import Any
 
 import cv2
-import numpy as np
 
 from daemon.capture import BadFrameError, Frame, ResilientSource, as_bgr
 from daemon.classify import EmotionClassifier
 from daemon.detect import FaceDetector
+from daemon.stats import summarize
 from daemon.timeline import FrameResult, Timeline
 from daemon.tracking import FaceTracker
 
@@ -64,7 +64,7 @@ class _RollingStats:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            lat = {s: np.fromiter(v, np.float64, len(v)) for s, v in self._lat.items() if v}
+            lat = {s: list(v) for s, v in self._lat.items() if v}
             done = list(self._done)
             counts = {
                 k: getattr(self, k)
@@ -73,14 +73,7 @@ class _RollingStats:
         fps = 0.0
         if len(done) > 1 and done[-1] > done[0] and time.perf_counter() - done[-1] < 2.0:
             fps = (len(done) - 1) / (done[-1] - done[0])
-        latency = {}
-        for stage, values in lat.items():
-            p50, p95, p99 = np.percentile(values, (50, 95, 99))
-            latency[stage] = {
-                "p50": round(float(p50), 3),
-                "p95": round(float(p95), 3),
-                "p99": round(float(p99), 3),
-            }
+        latency = {stage: summarize(values) for stage, values in lat.items()}
         return {"fps": round(fps, 2), **counts, "latency_ms": latency}
 
 
@@ -148,7 +141,7 @@ class Pipeline:
 
     def stats(self) -> dict[str, Any]:
         """``{"fps", "frames", "faces", "errors", "bad_frames", "publish_errors",
-        "latency_ms": {stage: {"p50", "p95", "p99"}}, "camera": source state}`` (any thread)."""
+        "latency_ms": {stage: {"p50", "p90", "p99", "max"}}, "camera": source state}`` (any thread)."""
         return {**self._stats.snapshot(), "camera": self.source.state()}
 
     # -- the loop (pipeline thread) ------------------------------------------------------------

@@ -41,6 +41,7 @@ from typing import Any, Protocol
 import zmq
 
 from daemon import __version__
+from daemon.stats import summarize
 from daemon.timeline import FrameResult
 from game_sdk import protocol
 
@@ -96,7 +97,7 @@ class _PendingAnalysis:
 
 
 class _Window:
-    """Rolling latencies in milliseconds with p50/p99 (server thread only)."""
+    """Rolling latencies in milliseconds (server thread only)."""
 
     def __init__(self, size: int = LATENCY_WINDOW) -> None:
         self._values: collections.deque[float] = collections.deque(maxlen=size)
@@ -105,15 +106,7 @@ class _Window:
         self._values.append(ms)
 
     def percentiles(self) -> dict[str, float] | None:
-        if not self._values:
-            return None
-        ordered = sorted(self._values)
-        n = len(ordered)
-
-        def pct(p: float) -> float:
-            return round(ordered[min(n - 1, int(round(p / 100 * (n - 1))))], 3)
-
-        return {"p50": pct(50), "p99": pct(99), "max": round(ordered[-1], 3)}
+        return summarize(self._values) or None
 
 
 class Server:
@@ -411,7 +404,7 @@ class Server:
     def status(self) -> dict[str, Any]:
         """The status body (PROTOCOL.md, "Status body"); called by the server thread.
 
-        The provider's ``latency_ms`` (per pipeline stage, each ``{p50, p99}``) becomes
+        The provider's ``latency_ms`` (per pipeline stage, each ``{p50, p90, p99, max}``) becomes
         ``stages_ms`` here, with ``publish`` (hand-off -> sent) added; ``latency_ms`` itself is
         capture -> publish as the protocol defines it.
         """

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pygame
 
+from daemon.stats import summarize
 from demo_game import theme
 from demo_game.config import GameConfig
 from demo_game.encounters import Controls, Encounter, make_encounters
@@ -53,15 +54,8 @@ MAX_DT = 0.05  # a long frame (window dragged, machine busy) does not teleport t
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
-    """p50, p99 and max of ``values`` (nearest-rank), rounded to 0.01."""
-    if not values:
-        return {"p50": 0.0, "p99": 0.0, "max": 0.0}
-    ordered = sorted(values)
-
-    def rank(q: float) -> float:
-        return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
-
-    return {"p50": round(rank(0.5), 2), "p99": round(rank(0.99), 2), "max": round(ordered[-1], 2)}
+    """p50, p99 and max of ``values`` in ms (zeros before the first frame)."""
+    return summarize(values, (50, 99), ndigits=2) or {"p50": 0.0, "p99": 0.0, "max": 0.0}
 
 
 class FramePacer:

@@ -342,6 +342,11 @@ class OllamaDouble:
         with self._lock:
             return sum(1 for r in self.requests if r.path == path)
 
+    def recorded(self, path: str) -> list[Recorded]:
+        """The requests to ``path`` so far, oldest first (with their arrival times)."""
+        with self._lock:
+            return [r for r in self.requests if r.path == path]
+
     def bodies(self, path: str) -> list[Any]:
         with self._lock:
             return [r.body for r in self.requests if r.path == path]

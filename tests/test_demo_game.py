@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ def headless(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def ollama() -> OllamaDouble:
+def ollama() -> Iterator[OllamaDouble]:
     with OllamaDouble(reply=lambda body: json.dumps(ANSWER)) as double:
         yield double
 
@@ -58,7 +59,7 @@ def ollama() -> OllamaDouble:
 @pytest.fixture(scope="module")
 def daemon(
     tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, ollama: OllamaDouble
-) -> DaemonProcess:
+) -> Iterator[DaemonProcess]:
     proc = DaemonProcess(
         tmp_path_factory.mktemp("demo-daemon"),
         model=tiny_checkpoint,

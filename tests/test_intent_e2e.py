@@ -10,7 +10,6 @@ that kill, restart or fail to start a daemon get their own.
 from __future__ import annotations
 
 import json
-import os
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -28,7 +27,7 @@ from game_sdk.protocol import CLASSES
 from game_sdk.types import EmotionEvent, ErrorEvent, IntentHandle
 from tests.daemonproc import READY_LINE, DaemonProcess, free_port
 from tests.facevideo import Segment, write_video
-from tests.ollama_double import BAD_JSON_CONTENT, OllamaDouble
+from tests.ollama_double import BAD_JSON_CONTENT, OllamaDouble, Recorded
 
 pytestmark = pytest.mark.integration
 
@@ -126,9 +125,8 @@ def wait_status(
         time.sleep(0.2)
 
 
-def chat_requests(double: OllamaDouble) -> list[Any]:
-    with double._lock:
-        return [r for r in double.requests if r.path == "/api/chat"]
+def chat_requests(double: OllamaDouble) -> list[Recorded]:
+    return double.recorded("/api/chat")
 
 
 def check_structured(structured: dict[str, Any] | None) -> None:
@@ -331,14 +329,18 @@ def test_each_failure_gives_its_result_within_the_deadline(
     chats = chat_requests(ok_double)[chats_before:]
     if mode != "refuse":  # a closed port sees nothing
         assert len(chats) == attempts, [c.path for c in chats]
-        gaps = [b.t - a.t for a, b in zip(chats, chats[1:])]
+        gaps = [b.t - a.t for a, b in zip(chats, chats[1:], strict=False)]
         per_try = REQUEST_TIMEOUT_S if reason == "timeout" else 0.0
-        assert all(g >= per_try + d - 0.05 for g, d in zip(gaps, backoffs)), (gaps, backoffs)
+        assert all(g >= per_try + d - 0.05 for g, d in zip(gaps, backoffs, strict=True)), (
+            gaps,
+            backoffs,
+        )
     if reason == "model_missing":
         llm = daemon.status()["llm"]
-        assert llm["state"] == "model_missing" and "ollama pull mistral" in llm["last_error"][
-            "message"
-        ]
+        assert (
+            llm["state"] == "model_missing"
+            and "ollama pull mistral" in llm["last_error"]["message"]
+        )
         # No retry storm: nothing more reaches the server for this intent.
         assert len(chat_requests(ok_double)) == chats_before + 1
 

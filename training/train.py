@@ -3,6 +3,7 @@
     emotion-train --arch iter1_cnn3 --data DATA --out runs/iter1.pt
     emotion-train --arch resnet50 --data DATA --weights resnet50_partial.pth --out daemon/models/emotion_resnet50.pt --half
     emotion-train --resume runs/resnet50/last.state.pt          # continue an interrupted run
+    emotion-train --arch iter2_cnn4 --data DATA --stop-after 5   # a chunk; later --resume
     torchrun --nproc-per-node 2 -m training --arch resnet50 --data DATA ...   # DistributedDataParallel
 
 ``DATA`` is an ImageFolder root with ``train/`` and ``val/`` or the original ``fer2013.csv``.
