@@ -36,7 +36,7 @@ from game_sdk import (
 )
 from tests.daemonproc import REPO, DaemonProcess
 from tests.facevideo import Segment, write_video
-from tests.test_server import HELLO, HOSTILE, RawClient, next_event, subscriber, wait_joined
+from tests.rawzmq import HELLO, HOSTILE, RawClient, next_event, subscriber, wait_joined
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
