@@ -193,7 +193,8 @@ def daemon(
         env={"OLLAMA_HOST": double.host},
     )
     with proc:
-        yield proc
+        wait_status(proc, lambda s: s["llm"]["state"] == "ready")  # warmed up: a failure mode
+        yield proc  # set by a test must meet an analysis, not the warm-up
 
 
 @pytest.fixture
@@ -331,7 +332,7 @@ def test_each_failure_gives_its_result_within_the_deadline(
         assert len(chats) == attempts, [c.path for c in chats]
         gaps = [b.t - a.t for a, b in zip(chats, chats[1:], strict=False)]
         per_try = REQUEST_TIMEOUT_S if reason == "timeout" else 0.0
-        assert all(g >= per_try + d - 0.05 for g, d in zip(gaps, backoffs, strict=True)), (
+        assert all(g >= per_try + d - 0.2 for g, d in zip(gaps, backoffs, strict=True)), (
             gaps,
             backoffs,
         )
@@ -404,6 +405,7 @@ def test_kill_9_with_analyses_in_flight_and_queued_gives_exactly_one_result_each
         game: Game | None = None
         try:
             proc.start()
+            wait_status(proc, lambda s: s["llm"]["state"] == "ready")  # not hanging the warm-up
             game = Game(proc, "crash-game", client_id="crash-game")
             game.client.wait_connected(10.0)
             llm.set_mode("hang")
@@ -433,10 +435,7 @@ def test_kill_9_with_analyses_in_flight_and_queued_gives_exactly_one_result_each
             # The game's acks reach the daemon: nothing left to resend, tombstones on disk.
             wait_status(proc, lambda s: s["pending_results"] == 0 and s["llm"]["undelivered"] == 0)
             files = private_tree(proc.state_dir)
-            assert sorted(p.parent.name for p in files if p.parent.name != "intents") == [
-                "done",
-                "done",
-            ]
+            assert sorted(p.parent.name for p in files) == ["done", "done"]  # tombstones only
             for handle in (in_flight, queued):
                 assert proc.log().count(f"analysis of intent {handle.intent_id} done") == 1
             game.close()
