@@ -94,8 +94,10 @@ class IntentHandle:
 class Analysis:
     """How the player's emotions during an intent window relate to the stated intent.
 
-    ``status`` is ``"ok"`` (LLM text present), ``"summary_only"`` (no LLM answer; ``reason`` says
-    why, ``summary`` still holds the numbers) or ``"failed"`` (``reason``, e.g. ``no_frames``).
+    ``status`` is ``"ok"`` (LLM text present; ``reason`` ``invalid_response`` when the model's
+    answer lacked the structure), ``"summary_only"`` (the LLM was not asked: ``reason`` says why,
+    e.g. ``no_llm``, ``no_frames``) or ``"failed"`` (the LLM was asked and gave no usable answer:
+    ``reason`` e.g. ``timeout``, ``model_missing``). ``summary`` always holds the numbers.
     """
 
     intent_id: str
@@ -110,6 +112,7 @@ class Analysis:
     timings: dict[str, float]  # queue_ms, llm_ms, total_ms
     t_begin: float
     t_end: float
+    note: str | None = None  # why ``structured`` is None, or why no LLM could serve (human text)
 
     @classmethod
     def from_wire(cls, body: Mapping[str, Any]) -> Analysis:
@@ -127,6 +130,7 @@ class Analysis:
             timings=dict(llm.get("timings") or {}),
             t_begin=float(body["t_begin"]),
             t_end=float(body["t_end"]),
+            note=llm.get("note"),
         )
 
 

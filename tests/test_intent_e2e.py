@@ -203,6 +203,7 @@ def game(daemon: DaemonProcess) -> Iterator[Game]:
     g.client.wait_connected(10.0)
     yield g
     g.close()
+    assert g.errors == []  # every marker was accepted
 
 
 # ---------------------------------------------------------------------------------- the happy path
@@ -234,7 +235,7 @@ def test_the_game_gets_an_analysis_of_what_the_llm_was_asked(
 
     # What the game gets: its intent, the window's numbers, the model's words and fields.
     assert (result.intent_id, result.intent) == (handle.intent_id, "open the chest")
-    assert (result.status, result.reason) == ("ok", None)
+    assert (result.status, result.reason, result.note) == ("ok", None, None)
     assert result.t_begin == handle.t_begin and result.t_end > result.t_begin
     summary = result.summary
     assert summary["duration_s"] == pytest.approx(result.t_end - result.t_begin, abs=0.01)
@@ -274,6 +275,7 @@ def test_a_reply_without_the_structure_is_flagged_not_dropped(
     result, _ = analysis_of(game, game.begin("jump the gap"), 10.0)
     assert (result.status, result.reason) == ("ok", "invalid_response")
     assert result.text == BAD_JSON_CONTENT and result.structured is None
+    assert result.note is not None and "not JSON" in result.note
     assert result.backend == "ollama" and result.summary["dominant"] == "happy"
 
 
@@ -382,6 +384,7 @@ def test_two_games_with_overlapping_windows_each_get_only_their_own(
             assert result.status == "ok"
         assert by_id[a1.intent_id].t_begin < by_id[b1.intent_id].t_begin
         assert by_id[b1.intent_id].t_begin < by_id[a1.intent_id].t_end
+        assert first.errors == second.errors == []
     finally:
         first.close()
         second.close()
@@ -431,6 +434,7 @@ def test_kill_9_with_analyses_in_flight_and_queued_gives_exactly_one_result_each
                 [in_flight.intent_id, queued.intent_id]
             )
             assert all(a.status == "ok" and a.summary["dominant"] == "happy" for a in game.analyses)
+            assert game.errors == []  # the SDK's replayed markers were answered as duplicates
             assert len(chat_requests(llm)) == 3  # the cut one, then each job exactly once
             # The game's acks reach the daemon: nothing left to resend, tombstones on disk.
             wait_status(proc, lambda s: s["pending_results"] == 0 and s["llm"]["undelivered"] == 0)
@@ -512,6 +516,7 @@ def test_auto_without_any_llm_gives_the_summary_with_a_note(
             game.close()
     assert (result.status, result.reason) == ("summary_only", "ollama_unreachable")
     assert result.backend == "none" and result.text is None and result.structured is None
+    assert result.note is not None and "Ollama not usable" in result.note
     assert result.summary["dominant"] == "happy"
 
 

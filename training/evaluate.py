@@ -24,8 +24,22 @@ import torch
 
 from training.checkpoint import build_from_checkpoint, load_checkpoint
 from training.data import load_split
-from training.models import CLASSES
+from training.models import ARCH_DEFAULTS, CLASSES
 from training.train import Recipe, pick_device, predict
+
+# What of a checkpoint's training configuration the evaluation report repeats.
+SCHEDULE_KEYS = (
+    "epochs",
+    "max_steps",
+    "batch_size",
+    "lr",
+    "scheduler",
+    "augment",
+    "amp",
+    "input_size",
+    "limit_per_class",
+    "val_limit_per_class",
+)
 
 
 def metrics_from_predictions(
@@ -85,16 +99,17 @@ def evaluate_checkpoint(
     probs = predict(model, dataset.images, Recipe.from_checkpoint(ckpt), dev, batch_size)
     elapsed = time.perf_counter() - t0
     result = metrics_from_predictions(dataset.labels, probs.argmax(1))
+    config = ckpt.get("train_config", {})
+    schedule = {k: config.get(k) for k in SCHEDULE_KEYS}
+    if not schedule.get("augment") and ckpt["arch"] in ARCH_DEFAULTS:
+        schedule["augment"] = ARCH_DEFAULTS[ckpt["arch"]]["augment"]
     result.update(
         {
             "checkpoint": Path(checkpoint).name,
             "arch": ckpt["arch"],
             "init": ckpt.get("init"),
             "epoch": ckpt.get("epoch"),
-            "train_config": {
-                k: ckpt.get("train_config", {}).get(k)
-                for k in ("epochs", "batch_size", "lr", "scheduler", "augment", "input_size")
-            },
+            "train_config": schedule,
             "data": str(data),
             "split": split,
             "device": str(dev),
