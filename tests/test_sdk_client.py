@@ -24,6 +24,7 @@ from game_sdk import (
     TransportError,
 )
 from game_sdk import protocol as p
+from tests.daemonproc import free_port
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -51,12 +52,10 @@ def _bind(sock: zmq.Socket, port: int, timeout: float = 2.0) -> None:
 
 
 def free_ports(ctx: zmq.Context, n: int) -> list[int]:
-    ports = []
-    for _ in range(n):
-        probe = ctx.socket(zmq.ROUTER)
-        ports.append(probe.bind_to_random_port("tcp://127.0.0.1", *PORTS))
-        probe.close(linger=0)
-    return ports
+    """Ports nothing listens on. Probed with plain OS sockets, not ZeroMQ ones: a closing ZeroMQ
+    listener can accept a client's early connect and leave it hanging until the handshake
+    timeout (30 s), which a real daemon appearing later never does."""
+    return [free_port() for _ in range(n)]
 
 
 class FakeDaemon:
