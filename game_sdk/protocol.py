@@ -73,6 +73,8 @@ ANALYSIS_REASONS = frozenset(
         "invalid_response",
         "no_llm",
         "no_frames",
+        "busy",
+        "internal",
     }
 )
 LLM_BACKENDS = frozenset({"ollama", "embedded", "none"})
