@@ -25,7 +25,7 @@ class DetectorError(RuntimeError):
 
 
 def default_cascade_path() -> Path:
-    return Path(cv2.data.haarcascades) / CASCADE_FILE
+    return Path(cv2.data.haarcascades) / CASCADE_FILE  # type: ignore[attr-defined]  # no stub
 
 
 class FaceDetector:

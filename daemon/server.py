@@ -313,7 +313,7 @@ class Server:
             while not self._stop.is_set():
                 timeout = max(0.0, min(next_beat - time.monotonic(), POLL_MS / 1000))
                 try:
-                    ready = dict(poller.poll(timeout * 1000))
+                    ready = dict(poller.poll(int(timeout * 1000)))
                     if self._pull in ready:
                         self._drain(self._pull)
                     self._publish_results()

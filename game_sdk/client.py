@@ -446,7 +446,7 @@ class EmotionClient:
             return
         kind, body, ref = msg["type"], msg["body"], msg.get("ref")
         request = self._pending.get(ref) if ref else None
-        if request is not None and not (kind == "error" and body["code"] in _RETRY_CODES):
+        if ref and request is not None and not (kind == "error" and body["code"] in _RETRY_CODES):
             del self._pending[ref]
         if kind == "welcome":
             self._welcome = body

@@ -469,9 +469,8 @@ def _check(where: str, value: Any, spec: Field) -> None:
         if spec.nullable:
             return
         raise ProtocolError("invalid", f"{where} must not be nil")
-    if not isinstance(value, _KINDS[spec.kind]) or (
-        isinstance(value, bool) and spec.kind in ("int", "float")
-    ):
+    is_kind = isinstance(value, _KINDS[spec.kind])  # a plain bool: no narrowing of ``value``
+    if not is_kind or (isinstance(value, bool) and spec.kind in ("int", "float")):
         raise ProtocolError("invalid", f"{where} must be {spec.kind}, not {type(value).__name__}")
     kind = spec.kind
     if kind in ("int", "float"):

@@ -1,6 +1,6 @@
 """Select the bundled sample faces from FER2013's validation split (how the assets were made).
 
-    python daemon/assets/make_sample_faces.py /path/to/fer2013 [--per-class 4]
+    python -m daemon.assets.make_sample_faces /path/to/fer2013 [--per-class 4]
 
 For each class it walks ``<fer>/val/<class>/*.jpg`` in name order and keeps the first images on
 which OpenCV's Haar frontal-face cascade finds exactly one face when the 48x48 image is upscaled
@@ -19,6 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from daemon.detect import default_cascade_path
+
 CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 HERE = Path(__file__).resolve().parent
 # Face sides (pixels) the sample source draws: 200 +-5 % alone, about 160-200 beside others.
@@ -36,7 +38,7 @@ def _detect_count(cascade: cv2.CascadeClassifier, face: np.ndarray, side: int) -
 
 
 def select(fer_dir: Path, per_class: int) -> dict[str, list[Path]]:
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    cascade = cv2.CascadeClassifier(str(default_cascade_path()))
     if cascade.empty():
         raise SystemExit("OpenCV's haarcascade_frontalface_default.xml is missing")
     chosen: dict[str, list[Path]] = {}
@@ -76,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             old.unlink()
         for i, path in enumerate(paths):
             img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+            if img is None:
+                raise SystemExit(f"cannot read {path}")
             cv2.imwrite(str(folder / f"{i:02d}.png"), img)
             lines.append(f"{name}/{i:02d}.png <- FER2013 val/{name}/{path.name}")
     (args.out / "SOURCES.txt").write_text("\n".join(lines) + "\n")
