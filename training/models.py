@@ -30,7 +30,12 @@ def _conv_block(
 
 
 class SmallCNN(nn.Module):
-    """Plain conv blocks, global average pooling and a small classifier head."""
+    """Plain conv blocks, then the flattened ``pooled`` x ``pooled`` feature map into a small head.
+
+    Flattening keeps where on the face a feature fired (mouth vs. brows), which global average
+    pooling throws away; on 48x48 inputs ``pooled`` equals the final map size, so the adaptive
+    pooling is the identity there and only matters for other input sizes.
+    """
 
     def __init__(
         self,
@@ -43,6 +48,7 @@ class SmallCNN(nn.Module):
         head_dropout: float = 0.5,
         bn_momentum: float = 0.1,
         hidden: int = 256,
+        pooled: int = 1,
     ) -> None:
         super().__init__()
         blocks = []
@@ -56,9 +62,9 @@ class SmallCNN(nn.Module):
             c = w
         self.features = nn.Sequential(*blocks)
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
+            nn.AdaptiveAvgPool2d(pooled),
             nn.Flatten(),
-            nn.Linear(c, hidden),
+            nn.Linear(c * pooled * pooled, hidden),
             nn.BatchNorm1d(hidden, momentum=bn_momentum),
             nn.ReLU(inplace=True),
             nn.Dropout(head_dropout),
@@ -71,7 +77,7 @@ class SmallCNN(nn.Module):
 
 def cnn3(num_classes: int = 7, in_channels: int = 1) -> nn.Module:
     """Iteration 1: three conv blocks with batch norm and dropout."""
-    return SmallCNN((32, 64, 128), num_classes=num_classes, in_channels=in_channels)
+    return SmallCNN((32, 64, 128), num_classes=num_classes, in_channels=in_channels, pooled=6)
 
 
 def cnn4(num_classes: int = 7, in_channels: int = 1) -> nn.Module:
@@ -85,6 +91,7 @@ def cnn4(num_classes: int = 7, in_channels: int = 1) -> nn.Module:
         head_dropout=0.4,
         bn_momentum=0.05,
         hidden=512,
+        pooled=3,
     )
 
 

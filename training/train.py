@@ -37,6 +37,7 @@ from training.models import ARCH_DEFAULTS, CLASSES, build_model
 from training.presets import FER_MEAN, FER_STD, Augment, eval_transform, train_transform
 
 log = logging.getLogger("training")
+DEFAULT_EPOCHS = 30
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -57,7 +58,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="best checkpoint path (default: RUN_DIR/best.pt)")
     p.add_argument("--run-dir", help="where logs and resumable state go (default: runs/ARCH-TIME)")
-    p.add_argument("--epochs", type=int, default=30, help="epochs (default: 30)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"epochs (default: {DEFAULT_EPOCHS}; with --resume, the interrupted run's own)",
+    )
     p.add_argument(
         "--batch-size", type=int, default=64, help="batch size per process (default: 64)"
     )
@@ -374,9 +380,10 @@ def fit(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
         resume_state = torch.load(args.resume, map_location="cpu", weights_only=False)
         saved = resume_state["args"]
         for key, value in saved.items():
+            if key == "epochs" and args.epochs is not None:
+                continue  # an explicit --epochs moves where the resumed run stops
             if key not in {
                 "resume",
-                "epochs",
                 "stop_after",
                 "device",
                 "threads",
@@ -385,6 +392,8 @@ def fit(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
             }:
                 setattr(args, key, value)
         args.run_dir = str(Path(args.resume).parent)
+    if args.epochs is None:
+        args.epochs = DEFAULT_EPOCHS
     if not args.data:
         raise SystemExit(
             "emotion-train: --data is required (ImageFolder root with train/ and val/, or fer2013.csv)"
