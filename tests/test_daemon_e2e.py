@@ -227,6 +227,12 @@ def probe_intent(daemon: DaemonProcess, client_id: str, begin: dict[str, Any]) -
         sock.close(linger=0)
 
 
+def live_frame(client: EmotionClient) -> bool:
+    """Whether the client has an emotion event from the daemon session it is connected to."""
+    latest = client.latest()
+    return latest is not None and latest.session == client.session
+
+
 def test_restart_and_crash_lose_no_acknowledged_marker(
     tmp_path: Path, tiny_checkpoint: Path, script_video: Path
 ) -> None:
@@ -257,6 +263,7 @@ def test_restart_and_crash_lose_no_acknowledged_marker(
             lambda: client.state is ConnectionState.CONNECTED and client.session != first_session,
             "reconnection after the restart",
         )
+        until(lambda: live_frame(client), "a frame from the restarted daemon")
         client.end_intent(chest)
         until(lambda: client.unacknowledged == 0, "the end's ack")
 
@@ -269,6 +276,9 @@ def test_restart_and_crash_lose_no_acknowledged_marker(
             lambda: client.state is ConnectionState.CONNECTED and client.unacknowledged == 0,
             "the begin sent while the daemon was down",
         )
+        # A loaded machine may take a while from "ready" to the first frame; the window must
+        # reach into the new daemon's life to have frames to summarise.
+        until(lambda: live_frame(client), "a frame from the restarted daemon")
         client.end_intent(lever)
 
         wanted = {chest.intent_id, lever.intent_id}
