@@ -25,7 +25,7 @@ import torch
 from training.checkpoint import build_from_checkpoint, load_checkpoint
 from training.data import load_split
 from training.models import ARCH_DEFAULTS, CLASSES
-from training.train import Recipe, pick_device, predict
+from training.train import Recipe, add_runtime_arguments, pick_device, predict
 
 # What of a checkpoint's training configuration the evaluation report repeats.
 SCHEDULE_KEYS = (
@@ -185,15 +185,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="folder for NAME.json and NAME.png (default: print only)")
     p.add_argument("--name", help="file name stem in --out (default: the checkpoint's arch)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
+    add_runtime_arguments(p)
     p.add_argument("--batch-size", type=int, default=256, help="inference batch (default: 256)")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="CPU threads for torch, 0 = torch's default (default: 0)",
-    )
-    p.add_argument("--workers", type=int, default=4, help="image decoding workers (default: 4)")
     return p
 
 

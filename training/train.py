@@ -40,6 +40,18 @@ log = logging.getLogger("training")
 DEFAULT_EPOCHS = 30
 
 
+def add_runtime_arguments(p: argparse.ArgumentParser) -> None:
+    """``--device``, ``--threads`` and ``--workers``: where and how wide to run, for every CLI."""
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for torch, 0 = torch's default (default: 0)",
+    )
+    p.add_argument("--workers", type=int, default=4, help="image decoding workers (default: 4)")
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="emotion-train",
@@ -115,7 +127,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="stop after this epoch, keeping the --epochs schedule, to --resume later "
         "(training in chunks on a shared CPU); 0 = run to the end (default: 0)",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
+    add_runtime_arguments(p)
     p.add_argument(
         "--amp",
         default="auto",
@@ -128,13 +140,6 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=True,
         help="NHWC memory format (default: on)",
     )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="CPU threads for torch, 0 = torch's default (default: 0)",
-    )
-    p.add_argument("--workers", type=int, default=4, help="image decoding workers (default: 4)")
     p.add_argument(
         "--limit-per-class",
         type=int,
