@@ -446,7 +446,7 @@ def fit(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
             torch.set_rng_state(resume_state["rng"])
         if scaler is not None and resume_state.get("scaler"):
             scaler.load_state_dict(resume_state["scaler"])
-        init = f"resume:{args.resume} ({resume_state.get('init', '?')})"
+        init = f"{resume_state.get('init', '?')}, resumed after epoch {resume_state['epoch']}"
     model = distributed.wrap(model, device)
 
     if distributed.is_main():
