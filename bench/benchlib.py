@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +21,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run as `python bench/NAME.py` from a clone
 
 from daemon import stats  # noqa: E402  (after the path fix above)
+from tests.daemonproc import DaemonProcess  # noqa: E402
 
 
 def summarize(values: Sequence[float], ps: Sequence[float] = (50, 90, 99)) -> dict[str, float]:
@@ -63,55 +61,25 @@ def dump_json(data: Any) -> str:
     return json.dumps(clean(data), indent=2, sort_keys=True)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def daemon_process(
     source: str, *, model: str | None = None, threads: int = 0, extra: Sequence[str] = ()
 ) -> Iterator[tuple[str, str]]:
-    """A real ``python -m daemon`` on free loopback ports with a private state dir and lock.
-
-    Yields ``(events, control)``; SIGTERM on exit. The daemon's log goes to a temporary file,
-    printed if it dies.
-    """
-    events = f"tcp://127.0.0.1:{free_port()}"
-    control = f"tcp://127.0.0.1:{free_port()}"
+    """A real ``python -m daemon`` (``tests.daemonproc.DaemonProcess``, summaries only) in a
+    temporary dir; yields ``(events, control)`` once it is ready, SIGTERM on exit."""
     with tempfile.TemporaryDirectory(prefix="emotion-bench-") as tmp:
-        argv = [
-            sys.executable, "-m", "daemon",
-            "--source", source,
-            "--llm", "none",
-            "--threads", str(threads),
-            "--events", events,
-            "--control", control,
-            "--state-dir", str(Path(tmp) / "state"),
-            "--lock-path", str(Path(tmp) / "emotiond.lock"),
-            "--log-level", "WARNING",
-            *(["--model", model] if model else []),
-            *extra,
-        ]  # fmt: skip
-        log_path = Path(tmp) / "emotiond.log"
-        env = {**os.environ, "PYTHONPATH": str(REPO), "HOME": tmp, "XDG_CONFIG_HOME": tmp}
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            yield events, control
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"emotiond exited with {proc.returncode}:\n{log_path.read_text()}"
-                )
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        proc = DaemonProcess(
+            Path(tmp),
+            model=Path(model) if model else None,
+            source=source,
+            llm="none",
+            args=extra,
+            threads=threads,
+        )
+        with proc:
+            yield proc.events, proc.control
+            if not proc.running:
+                raise RuntimeError(f"emotiond exited early:\n{proc.log()}")
 
 
 def frame_result(seq: int, n_faces: int = 1) -> Any:

@@ -29,13 +29,17 @@ def free_port() -> int:
 
 
 class DaemonProcess:
-    """``python -m daemon`` with ``args`` on fresh loopback ports; a context manager."""
+    """``python -m daemon`` with ``args`` on fresh loopback ports; a context manager.
+
+    ``model`` None leaves the daemon its default (the shipped checkpoint). The benchmarks use
+    this class too (``bench/benchlib.py``).
+    """
 
     def __init__(
         self,
         workdir: Path,
         *,
-        model: Path,
+        model: Path | None,
         source: str = "sample",
         llm: str = "none",
         args: Sequence[str] = (),
@@ -52,7 +56,7 @@ class DaemonProcess:
             sys.executable,
             "-m",
             "daemon",
-            "--model", str(model),
+            *(["--model", str(model)] if model is not None else []),
             "--source", source,
             "--llm", llm,
             "--threads", str(threads),
